@@ -1,0 +1,1 @@
+//! .dockerignore reading and pattern matching, exactly as Docker does it.

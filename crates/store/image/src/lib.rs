@@ -1,0 +1,1 @@
+//! Image model: OCI and Docker configs, manifests, indexes, digests, references and canonical JSON.

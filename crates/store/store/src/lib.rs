@@ -1,0 +1,1 @@
+//! The local image store: an OCI image layout with blobs, plus transactional metadata.
