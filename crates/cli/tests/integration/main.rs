@@ -1,0 +1,5 @@
+//! stowage's integration tests: one test binary that drives the real `stowage`
+//! executable, and real peers (dockerd, skopeo, umoci, a registry) where a test
+//! compares with them or uses them as clients.
+
+mod support;

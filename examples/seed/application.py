@@ -1,0 +1,2 @@
+import mysql.connector
+print("application.py: mysql-connector-python", mysql.connector.__version__)
