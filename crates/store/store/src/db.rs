@@ -1,0 +1,110 @@
+//! The metadata database (`<root>/meta.db`, SQLite in WAL mode): schema creation and
+//! version checks. The database is the source of truth for tags and images; `index.json`
+//! is regenerated from it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Result, StoreError};
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE images (
+    manifest_digest     TEXT PRIMARY KEY,
+    config_digest       TEXT NOT NULL,
+    manifest_media_type TEXT NOT NULL,
+    manifest_size       INTEGER NOT NULL,
+    config_size         INTEGER NOT NULL,
+    created             TEXT,
+    created_unix        INTEGER,
+    os                  TEXT NOT NULL,
+    architecture        TEXT NOT NULL,
+    variant             TEXT,
+    compressed_size     INTEGER NOT NULL,
+    uncompressed_size   INTEGER,
+    added_unix          INTEGER NOT NULL
+);
+CREATE INDEX images_by_config ON images(config_digest);
+CREATE TABLE layers (
+    blob_digest       TEXT PRIMARY KEY,
+    diff_id           TEXT NOT NULL,
+    media_type        TEXT NOT NULL,
+    compressed_size   INTEGER NOT NULL,
+    uncompressed_size INTEGER
+);
+CREATE INDEX layers_by_diff_id ON layers(diff_id);
+CREATE TABLE image_layers (
+    manifest_digest TEXT NOT NULL REFERENCES images(manifest_digest) ON DELETE CASCADE,
+    position        INTEGER NOT NULL,
+    blob_digest     TEXT NOT NULL REFERENCES layers(blob_digest),
+    PRIMARY KEY (manifest_digest, position)
+);
+CREATE INDEX image_layers_by_blob ON image_layers(blob_digest);
+CREATE TABLE tags (
+    reference       TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL REFERENCES images(manifest_digest) ON DELETE CASCADE,
+    updated_unix    INTEGER NOT NULL
+);
+CREATE INDEX tags_by_manifest ON tags(manifest_digest);
+CREATE TABLE unpacked_layers (
+    diff_id       TEXT PRIMARY KEY,
+    size          INTEGER NOT NULL,
+    unpacked_unix INTEGER NOT NULL
+);
+";
+
+/// Opens (creating if needed) the database and checks its schema version.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let db_err = |source| StoreError::Db {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db_err)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let has_schema: bool = tx
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(db_err)?
+        > 0;
+    if has_schema {
+        let found: i64 = tx
+            .query_row("SELECT max(version) FROM schema_version", [], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .map_err(db_err)?
+            .unwrap_or(0);
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::UnsupportedSchema {
+                path: path.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+    } else {
+        tx.execute_batch(SCHEMA_V1).map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(conn)
+}
