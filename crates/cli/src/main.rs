@@ -13,26 +13,46 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "stowage", version, about, propagate_version = true)]
 struct Cli {
-    /// The store's root directory [default: /var/lib/stowage as root,
-    /// $XDG_DATA_HOME/stowage otherwise].
-    #[arg(long, global = true, env = "STOWAGE_ROOT", value_name = "DIR")]
-    root: Option<PathBuf>,
+    #[command(flatten)]
+    globals: Globals,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Globals {
+    /// The store's root directory [default: /var/lib/stowage as root,
+    /// $XDG_DATA_HOME/stowage otherwise].
+    #[arg(long, global = true, env = "STOWAGE_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl Globals {
+    /// Opens the store at the chosen root.
+    pub fn open_store(&self) -> anyhow::Result<stowage_store::Store> {
+        let root = stowage_store::default_root(self.root.as_deref())?;
+        Ok(stowage_store::Store::open(&root)?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse a Dockerfile and print its syntax tree or typed instructions.
     Parse(commands::parse::ParseArgs),
+    // @commands: each group below is a module of `commands` with its own
+    // clap subcommand enum, flattened here.
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let globals = cli.globals;
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
+        // @dispatch
     };
+    let _ = &globals;
     match result {
         Ok(code) => code,
         Err(error) => {
