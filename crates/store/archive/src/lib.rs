@@ -40,7 +40,10 @@ pub use image_archive::{
     IndexedEntryKind,
 };
 pub use upper::{UpperChange, UpperChangeKind, UpperDiffError, upper_dir_changes};
-pub use writer::{LayerWriteError, LayerWriterOptions, Ownership, TarStats, write_layer_tar};
+pub use writer::{
+    LayerEntryWriter, LayerWriteError, LayerWriterOptions, Ownership, SyntheticDir, TarStats,
+    write_layer_tar,
+};
 
 /// Prefix of a whiteout entry's basename (`.wh.<name>` deletes `<name>`).
 pub const WHITEOUT_PREFIX: &str = ".wh.";

@@ -33,6 +33,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, Mode, OFlags};
+use stowage_digest::{Digest, Hasher};
 use tar::{EntryType, Header};
 
 use crate::tar_path::{self, NormalizedPath};
@@ -135,6 +136,7 @@ pub fn write_layer_tar<W: Write>(
         builder: tar::Builder::new(out),
         hardlinks: HashMap::new(),
         stats: TarStats::default(),
+        content_hasher: None,
     };
     let mut stack = vec![DirFrame {
         output_path: Vec::new(),
@@ -153,7 +155,9 @@ pub fn write_layer_tar<W: Write>(
         if writer.is_excluded(&source_path) {
             continue;
         }
-        if let Some(new_frame) = writer.write_child(&child, output_path, source_path, disk_path)? {
+        if let Some(new_frame) =
+            writer.write_child(&child, output_path, source_path, disk_path, true)?
+        {
             stack.push(new_frame);
         }
     }
@@ -174,6 +178,8 @@ struct TreeWriter<'a, W: Write> {
     builder: tar::Builder<W>,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     stats: TarStats,
+    /// When set, regular-file content is hashed as it is written.
+    content_hasher: Option<Hasher>,
 }
 
 impl<W: Write> TreeWriter<'_, W> {
@@ -185,13 +191,15 @@ impl<W: Write> TreeWriter<'_, W> {
         })
     }
 
-    /// Writes one child; returns the frame to descend into when it is a directory.
+    /// Writes one child; returns the frame to descend into when it is a directory and
+    /// `descend` is set.
     fn write_child(
         &mut self,
         child: &Child,
         output_path: Vec<u8>,
         source_path: Vec<u8>,
         disk_path: PathBuf,
+        descend: bool,
     ) -> Result<Option<DirFrame>, LayerWriteError> {
         let meta =
             std::fs::symlink_metadata(&disk_path).map_err(|source| LayerWriteError::Source {
@@ -219,6 +227,9 @@ impl<W: Write> TreeWriter<'_, W> {
                 marker_path.extend_from_slice(OPAQUE_WHITEOUT.as_bytes());
                 let header = self.marker_header(&meta);
                 self.append(&marker_path, header, BTreeMap::new(), io::empty())?;
+            }
+            if !descend {
+                return Ok(None);
             }
             let children = list_children(&disk_path, self.opts.overlay_upper)?;
             return Ok(Some(DirFrame {
@@ -251,7 +262,23 @@ impl<W: Write> TreeWriter<'_, W> {
                 file,
                 remaining: size,
             };
-            self.append(&output_path, header, pax, &mut content)?;
+            if let Some(hasher) = self.content_hasher.as_mut() {
+                *hasher = Hasher::new();
+                let mut hashing = HashingTee {
+                    inner: &mut content,
+                    hasher,
+                };
+                append_entry(
+                    &mut self.builder,
+                    &mut self.stats,
+                    &output_path,
+                    header,
+                    pax,
+                    &mut hashing,
+                )?;
+            } else {
+                self.append(&output_path, header, pax, &mut content)?;
+            }
             if content
                 .has_more_data()
                 .map_err(|source| LayerWriteError::Source {
@@ -367,27 +394,18 @@ impl<W: Write> TreeWriter<'_, W> {
     fn append<R: Read>(
         &mut self,
         output_path: &[u8],
-        mut header: Header,
-        mut pax: BTreeMap<String, Vec<u8>>,
+        header: Header,
+        pax: BTreeMap<String, Vec<u8>>,
         data: R,
     ) -> Result<(), LayerWriteError> {
-        set_name_field(&mut header.as_old_mut().name, output_path, "path", &mut pax);
-        header.set_cksum();
-        let output_error = |source| LayerWriteError::Output {
-            entry: tar_path::display(output_path),
-            source,
-        };
-        if !pax.is_empty() {
-            self.builder
-                .append_pax_extensions(
-                    pax.iter()
-                        .map(|(key, value)| (key.as_str(), value.as_slice())),
-                )
-                .map_err(output_error)?;
-        }
-        self.builder.append(&header, data).map_err(output_error)?;
-        self.stats.entries = self.stats.entries.saturating_add(1);
-        Ok(())
+        append_entry(
+            &mut self.builder,
+            &mut self.stats,
+            output_path,
+            header,
+            pax,
+            data,
+        )
     }
 
     /// The xattrs that go into the layer as PAX records, and whether the directory is opaque.
@@ -418,6 +436,214 @@ impl<W: Write> TreeWriter<'_, W> {
                 .insert(format!("SCHILY.xattr.{name_text}"), value);
         }
         Ok(result)
+    }
+}
+
+/// Appends one entry (with its PAX records) to the tar.
+fn append_entry<W: Write, R: Read>(
+    builder: &mut tar::Builder<W>,
+    stats: &mut TarStats,
+    output_path: &[u8],
+    mut header: Header,
+    mut pax: BTreeMap<String, Vec<u8>>,
+    data: R,
+) -> Result<(), LayerWriteError> {
+    set_name_field(&mut header.as_old_mut().name, output_path, "path", &mut pax);
+    header.set_cksum();
+    let output_error = |source| LayerWriteError::Output {
+        entry: tar_path::display(output_path),
+        source,
+    };
+    if !pax.is_empty() {
+        builder
+            .append_pax_extensions(
+                pax.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_slice())),
+            )
+            .map_err(output_error)?;
+    }
+    builder.append(&header, data).map_err(output_error)?;
+    stats.entries = stats.entries.saturating_add(1);
+    Ok(())
+}
+
+/// A reader that feeds what it reads into a hasher.
+struct HashingTee<'a, R> {
+    inner: R,
+    hasher: &'a mut Hasher,
+}
+
+impl<R: Read> Read for HashingTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if let Some(chunk) = buf.get(..read) {
+            self.hasher.update(chunk);
+        }
+        Ok(read)
+    }
+}
+
+/// Metadata of a directory entry that has no source on disk (a parent that COPY creates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntheticDir {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+}
+
+/// Writes a layer entry by entry, each from a path on disk under a name the caller chooses:
+/// COPY and ADD build their layer straight from the build context this way, with no staging
+/// copy. The caller adds entries in layer order (parents first, siblings sorted); the
+/// [`LayerWriterOptions`] apply as for [`write_layer_tar`] (`overlay_upper` and `exclude`
+/// have no effect here).
+pub struct LayerEntryWriter<'a, W: Write> {
+    writer: TreeWriter<'a, W>,
+}
+
+impl<'a, W: Write> LayerEntryWriter<'a, W> {
+    /// A writer into `out`.
+    pub fn new(opts: &'a LayerWriterOptions, out: W) -> Result<Self, LayerWriteError> {
+        if let Some(mode) = opts.chmod
+            && mode > 0o7777
+        {
+            return Err(LayerWriteError::InvalidChmod { mode });
+        }
+        Ok(Self {
+            writer: TreeWriter {
+                opts,
+                excluded: Vec::new(),
+                builder: tar::Builder::new(out),
+                hardlinks: HashMap::new(),
+                stats: TarStats::default(),
+                content_hasher: Some(Hasher::new()),
+            },
+        })
+    }
+
+    /// Adds the file, directory (without its children) or symlink at `disk_path` as
+    /// `output_path` (relative, no trailing slash). Returns the sha256 of a regular
+    /// file's content as it was written, so the caller can check it against what it
+    /// hashed before.
+    pub fn add_path(
+        &mut self,
+        output_path: &str,
+        disk_path: &Path,
+    ) -> Result<Option<Digest>, LayerWriteError> {
+        let name = output_path.trim_end_matches('/');
+        let child = Child {
+            output_name: name.as_bytes().to_vec(),
+            source_name: OsString::from(name),
+            is_whiteout_device: false,
+        };
+        if let Some(hasher) = self.writer.content_hasher.as_mut() {
+            *hasher = Hasher::new();
+        }
+        let before = self.writer.stats.file_bytes;
+        self.writer.write_child(
+            &child,
+            name.as_bytes().to_vec(),
+            name.as_bytes().to_vec(),
+            disk_path.to_path_buf(),
+            false,
+        )?;
+        let meta =
+            std::fs::symlink_metadata(disk_path).map_err(|source| LayerWriteError::Source {
+                path: disk_path.to_path_buf(),
+                source,
+            })?;
+        if meta.file_type().is_file() && (self.writer.stats.file_bytes > before || meta.len() == 0)
+        {
+            let hasher = self.writer.content_hasher.replace(Hasher::new());
+            return Ok(hasher.map(Hasher::finish));
+        }
+        Ok(None)
+    }
+
+    /// Adds a directory that has no source on disk.
+    pub fn add_dir(&mut self, output_path: &str, dir: SyntheticDir) -> Result<(), LayerWriteError> {
+        let mut path = output_path.trim_end_matches('/').as_bytes().to_vec();
+        path.push(b'/');
+        let mut header = Header::new_ustar();
+        header.set_entry_type(EntryType::Directory);
+        header.set_mode(dir.mode & 0o7777);
+        let mut pax = BTreeMap::new();
+        header.set_uid(u64::from(dir.uid));
+        header.set_gid(u64::from(dir.gid));
+        if u64::from(dir.uid) > MAX_OCTAL_ID {
+            pax.insert("uid".to_owned(), dir.uid.to_string().into_bytes());
+        }
+        if u64::from(dir.gid) > MAX_OCTAL_ID {
+            pax.insert("gid".to_owned(), dir.gid.to_string().into_bytes());
+        }
+        header.set_size(0);
+        let mut mtime = dir.mtime;
+        if let Some(clamp) = self.writer.opts.clamp_mtime
+            && mtime > clamp
+        {
+            mtime = clamp;
+        }
+        header.set_mtime(u64::try_from(mtime).unwrap_or(0));
+        self.writer.append(&path, header, pax, io::empty())
+    }
+
+    /// Adds a regular file whose content comes from `data` (`size` bytes), with the given
+    /// metadata: heredoc sources and downloaded files.
+    pub fn add_bytes<R: Read>(
+        &mut self,
+        output_path: &str,
+        dir: SyntheticDir,
+        size: u64,
+        data: R,
+    ) -> Result<(), LayerWriteError> {
+        let mut header = Header::new_ustar();
+        header.set_entry_type(EntryType::Regular);
+        let mode = self.writer.opts.chmod.unwrap_or(dir.mode & 0o7777);
+        header.set_mode(mode);
+        let (uid, gid) = match self.writer.opts.chown {
+            Some(owner) => (owner.uid, owner.gid),
+            None => (dir.uid, dir.gid),
+        };
+        header.set_uid(u64::from(uid));
+        header.set_gid(u64::from(gid));
+        header.set_size(size);
+        let mut pax = BTreeMap::new();
+        if size > MAX_OCTAL_SIZE {
+            pax.insert("size".to_owned(), size.to_string().into_bytes());
+        }
+        let mut mtime = dir.mtime;
+        if let Some(clamp) = self.writer.opts.clamp_mtime
+            && mtime > clamp
+        {
+            mtime = clamp;
+        }
+        header.set_mtime(u64::try_from(mtime).unwrap_or(0));
+        self.writer.append(
+            output_path.trim_end_matches('/').as_bytes(),
+            header,
+            pax,
+            data.take(size),
+        )?;
+        self.writer.stats.file_bytes = self.writer.stats.file_bytes.saturating_add(size);
+        Ok(())
+    }
+
+    /// Writes the end-of-archive marker and returns the output and what was written.
+    pub fn finish(self) -> Result<(W, TarStats), LayerWriteError> {
+        let stats = self.writer.stats;
+        let out = self
+            .writer
+            .builder
+            .into_inner()
+            .map_err(|source| LayerWriteError::Output {
+                entry: "end-of-archive marker".to_owned(),
+                source,
+            })?;
+        Ok((out, stats))
     }
 }
 
@@ -614,5 +840,59 @@ impl Read for ExactFileReader {
         }
         self.remaining = self.remaining.saturating_sub(read as u64);
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod entry_writer_tests {
+    use super::*;
+
+    #[test]
+    fn entry_writer_renames_sources_and_reports_content_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, b"hello").unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.path().join("l")).unwrap();
+        let opts = LayerWriterOptions {
+            chown: Some(Ownership { uid: 0, gid: 0 }),
+            ..LayerWriterOptions::default()
+        };
+        let mut writer = LayerEntryWriter::new(&opts, Vec::new()).unwrap();
+        let parent = SyntheticDir {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        writer.add_dir("app", parent).unwrap();
+        let digest = writer.add_path("app/renamed.txt", &file).unwrap();
+        assert_eq!(digest, Some(Digest::of(b"hello")));
+        assert_eq!(
+            writer.add_path("app/l", &dir.path().join("l")).unwrap(),
+            None
+        );
+        writer.add_bytes("app/doc", parent, 3, &b"abc"[..]).unwrap();
+        let (bytes, stats) = writer.finish().unwrap();
+        assert_eq!(stats.entries, 4);
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let header = entry.header();
+            seen.push((
+                entry.path().unwrap().to_string_lossy().into_owned(),
+                header.uid().unwrap(),
+                header.size().unwrap(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("app/".to_owned(), 0, 0),
+                ("app/renamed.txt".to_owned(), 0, 5),
+                ("app/l".to_owned(), 0, 0),
+                ("app/doc".to_owned(), 0, 3),
+            ]
+        );
     }
 }
