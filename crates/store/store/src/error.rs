@@ -119,6 +119,12 @@ pub enum StoreError {
     /// No root directory could be determined.
     #[error("cannot determine the store root: {0}; pass --root or set STOWAGE_ROOT")]
     NoRoot(String),
+    /// Stored metadata is inconsistent.
+    #[error("store metadata is inconsistent: {detail}")]
+    Corrupt {
+        /// What is wrong.
+        detail: String,
+    },
     /// A size does not fit the database's integer type.
     #[error("size {0} is too large to record")]
     SizeOverflow(u64),

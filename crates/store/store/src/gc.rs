@@ -133,6 +133,7 @@ impl Store {
         let mut report = PruneReport::default();
         let mut referenced = self.referenced_blobs()?;
         referenced.extend(keep.iter().map(Digest::to_string));
+        referenced.extend(self.cache_blobs()?);
         for (name, size) in list_blob_files(&self.blobs_dir)? {
             let Ok(digest) = Digest::from_hex(&name) else {
                 continue;
@@ -150,7 +151,11 @@ impl Store {
         let (live_diff_ids, unpacked) = {
             let conn = self.conn();
             let db_err = self.db_err();
-            conn.execute("DELETE FROM layers WHERE blob_digest NOT IN (SELECT blob_digest FROM image_layers)", [])
+            conn.execute(
+                "DELETE FROM layers WHERE blob_digest NOT IN (SELECT blob_digest FROM image_layers)
+                   AND blob_digest NOT IN (SELECT blob_digest FROM build_cache WHERE blob_digest IS NOT NULL)",
+                [],
+            )
                 .map_err(&db_err)?;
             let mut statement = conn
                 .prepare("SELECT DISTINCT diff_id FROM layers")

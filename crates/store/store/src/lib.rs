@@ -17,6 +17,7 @@
 //! `index.json`, which [`Store::open`] repairs; no image ever refers to a missing blob.
 
 mod blob;
+mod cache;
 mod db;
 mod error;
 mod gc;
@@ -37,6 +38,7 @@ use rusqlite::Connection;
 use stowage_digest::Digest;
 
 pub use blob::{BlobInfo, BlobWriter, VerifiedBlobReader};
+pub use cache::{CachePruneReport, CacheRecord, StatRecord};
 pub use error::{Result, StoreError};
 pub use gc::{DiskUsage, ImageUsage, PruneReport, SizeBreakdown, VerifyReport};
 pub use images::{
