@@ -186,7 +186,9 @@ fn docker_build(
 }
 
 /// `docker build` with the classic builder (`DOCKER_BUILDKIT=0`, `--force-rm`).
-/// `Ok(image id)` (`sha256:...`), or `Err(build log)` if the build failed.
+/// `Ok(image id)` (`sha256:...`), or `Err(build log)` if the build failed. As
+/// with `docker build`, a failed build leaves the images of the steps that
+/// succeeded behind (untagged; their ids are the ` ---> <id>` lines of the log).
 pub fn docker_build_classic(
     dockerfile: &Path,
     context: &Path,
@@ -944,12 +946,10 @@ mod tests {
         docker_rmi(&classic_tag);
         docker_rmi(&buildkit_tag);
 
+        // fails at its first step, so the classic builder leaves no intermediate image
         let bad = ctx.path().join("Bad.Dockerfile");
-        fs::write(
-            &bad,
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"false\"]\n",
-        )
-        .expect("write Bad.Dockerfile");
+        fs::write(&bad, "FROM scratch\nRUN [\"/bin/busybox\", \"true\"]\n")
+            .expect("write Bad.Dockerfile");
         for (builder, result) in [
             (
                 "classic",
