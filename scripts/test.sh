@@ -7,20 +7,14 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-need_pkgs=(busybox-static skopeo umoci)
-missing=()
-for p in "${need_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing packages ${missing[*]} and not root: install them first" >&2
-    exit 1
-  fi
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+if [ "$(id -u)" != 0 ]; then
+  echo "error: the tests need root (namespaces, overlayfs, dockerd)" >&2
+  exit 1
 fi
+
+log "installing test dependencies and starting services"
+bash scripts/services.sh deps
+bash scripts/services.sh all
 
 if [ ! -d ../shared/conformance ] && [ -z "${STOWAGE_CONFORMANCE:-}" ]; then
   echo "error: ../shared/conformance is missing (set STOWAGE_CONFORMANCE to its path)" >&2
