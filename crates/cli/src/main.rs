@@ -41,6 +41,10 @@ impl Globals {
 enum Command {
     /// Parse a Dockerfile and print its syntax tree or typed instructions.
     Parse(commands::parse::ParseArgs),
+    /// Lint a Dockerfile: the seed's tips for effective images and BuildKit's build checks.
+    Lint(commands::lint::LintArgs),
+    /// Build an image from a Dockerfile and a context.
+    Build(commands::build::BuildArgs),
     // @commands: each group below is a module of `commands` with its own
     // clap subcommand enum, flattened here.
 }
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
     let globals = cli.globals;
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
+        Command::Lint(args) => commands::lint::run(&args),
+        Command::Build(args) => commands::build::run(&args, &globals),
         // @dispatch
     };
     let _ = &globals;

@@ -2,4 +2,22 @@
 //! the store. Each step is keyed for the cache; steps that miss are run (RUN in
 //! the sandbox, COPY/ADD straight from the context) and committed as layers.
 
+// Build errors carry the step, the instruction and the output tail so they can
+// be shown as they are; they are built only on failure.
+#![allow(clippy::result_large_err)]
+
+pub mod build;
 pub mod cachekey;
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod layer;
+pub mod progress;
+pub mod rootfs;
+pub mod run;
+
+pub use build::{
+    BuildRequest, BuildResult, DockerfileInput, ImageSource, LocalImages, StepReport, build,
+};
+pub use error::{BuildError, StepError, StepLocation};
+pub use progress::{Event, Progress, Silent, StepId, StepOutcome};

@@ -1,0 +1,521 @@
+//! `stowage build`: docker-build-shaped flags in, the solver's events out as a
+//! live view on a terminal or plain prefixed lines, and the image ID at the end.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use stowage_archive::Compression;
+use stowage_image::{Platform, Reference};
+use stowage_solver::cachekey::MissReason;
+use stowage_solver::{
+    BuildError, BuildRequest, DockerfileInput, Event, ImageSource, LocalImages, Progress, StepId,
+    StepOutcome,
+};
+
+use crate::Globals;
+use crate::output::{Rendered, human_size};
+
+/// How progress is shown.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A live view on a terminal, plain lines otherwise.
+    Auto,
+    /// A live view: each running step shows its latest output, which collapses when it ends.
+    Tty,
+    /// Every line, prefixed with its step.
+    Plain,
+}
+
+/// RUN's default network.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkArg {
+    /// The host's network (Docker's build default).
+    Host,
+    /// Same as host.
+    Default,
+    /// No network: only loopback.
+    None,
+}
+
+/// Layer compression.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressArg {
+    /// gzip (Docker's default, most compatible).
+    Gzip,
+    /// zstd (faster, OCI media type).
+    Zstd,
+    /// Uncompressed tar.
+    None,
+}
+
+/// Arguments of `stowage build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The build context: a directory, or `-` for a tar archive on stdin.
+    context: String,
+    /// Name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    /// The Dockerfile (default `CONTEXT/Dockerfile`; `-` reads it from stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// A build arg; without `=VALUE` the value comes from the environment.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// A label for the image.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// The stage to build (default: the last one).
+    #[arg(long)]
+    target: Option<String>,
+    /// RUN's network.
+    #[arg(long, value_enum, default_value = "host")]
+    network: NetworkArg,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Target platform; only the native one is supported.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Ignore the build cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Say for every step whether it was cached, and why not.
+    #[arg(long)]
+    explain: bool,
+    /// With --explain: compute what would run, run nothing.
+    #[arg(long, requires = "explain")]
+    dry_run: bool,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    compress: CompressArg,
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    compress_level: Option<i32>,
+    /// Date the image and clamp file times to this Unix time (also SOURCE_DATE_EPOCH).
+    #[arg(long, value_name = "UNIX_SECONDS", env = "SOURCE_DATE_EPOCH")]
+    timestamp: Option<i64>,
+}
+
+fn parse_key_values(
+    items: &[String],
+    what: &str,
+    from_env: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                out.insert(key.to_owned(), value.to_owned());
+            }
+            None if from_env && !item.is_empty() => {
+                if let Ok(value) = std::env::var(item) {
+                    out.insert(item.clone(), value);
+                }
+            }
+            _ => bail!("invalid {what} {item:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `stowage build`.
+pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let store = globals.open_store()?;
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        tags.push(Reference::parse(tag).with_context(|| format!("invalid tag {tag:?}"))?);
+    }
+    let platform = match &args.platform {
+        Some(text) => text
+            .parse::<Platform>()
+            .map_err(|e| anyhow::anyhow!("invalid --platform {text:?}: {e}"))?,
+        None => Platform::native(),
+    };
+    let compression = match args.compress {
+        CompressArg::Gzip => Compression::Gzip {
+            level: args.compress_level.map_or(6, |l| l.clamp(1, 9) as u32),
+        },
+        CompressArg::Zstd => Compression::Zstd {
+            level: args.compress_level.map_or(3, |l| l.clamp(1, 22)),
+        },
+        CompressArg::None => Compression::None,
+    };
+
+    // The context: a directory, or a tar on stdin unpacked into the store's tmp.
+    let _unpacked_context;
+    let context_dir: PathBuf = if args.context == "-" {
+        let dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(store.tmp_dir())
+            .context("creating a directory for the context from stdin")?;
+        let stdin = std::io::stdin();
+        let (_, reader) = stowage_archive::decompressing_reader(stdin)
+            .context("reading the context archive from stdin")?;
+        let options = stowage_archive::ApplyOptions {
+            special_files: stowage_archive::SpecialFilePolicy::Skip,
+            preserve_ownership: false,
+            ..stowage_archive::ApplyOptions::default()
+        };
+        stowage_archive::apply_layer(reader, dir.path(), &options)
+            .context("unpacking the context archive from stdin")?;
+        let path = dir.path().to_path_buf();
+        _unpacked_context = Some(dir);
+        path
+    } else {
+        _unpacked_context = None;
+        let dir = PathBuf::from(&args.context);
+        if !dir.is_dir() {
+            bail!("the build context {:?} is not a directory", args.context);
+        }
+        dir
+    };
+
+    let dockerfile = match &args.file {
+        Some(path) if path.as_os_str() == "-" => {
+            if args.context == "-" {
+                bail!("-f - and a context on stdin cannot both read standard input");
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from stdin")?;
+            DockerfileInput {
+                name: "<stdin>".to_owned(),
+                text,
+                path: None,
+            }
+        }
+        Some(path) => read_dockerfile(path)?,
+        None => read_dockerfile(&context_dir.join("Dockerfile"))?,
+    };
+
+    let request = BuildRequest {
+        dockerfile: dockerfile.clone(),
+        context: context_dir.clone(),
+        tags: tags.clone(),
+        build_args: parse_key_values(&args.build_args, "--build-arg", true)?,
+        labels: parse_key_values(&args.labels, "--label", false)?,
+        target: args.target.clone(),
+        network: match args.network {
+            NetworkArg::None => stowage_exec::NetworkMode::None,
+            NetworkArg::Host | NetworkArg::Default => stowage_exec::NetworkMode::Host,
+        },
+        no_cache: args.no_cache,
+        dry_run: args.dry_run,
+        compression,
+        timestamp: args.timestamp,
+        platform,
+    };
+
+    let mode = match args.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+        ProgressMode::Auto => ProgressMode::Plain,
+        other => other,
+    };
+    let printer = Printer::new(mode, args.quiet, args.explain);
+    let images = LocalImages;
+    let started = Instant::now();
+    let (result, summary) = std::thread::scope(|scope| {
+        let summary = scope.spawn(|| context_summary(&context_dir, dockerfile.path.as_deref()));
+        let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
+        (result, summary.join().ok().flatten())
+    });
+    printer.finish_live();
+    let result = match result {
+        Ok(result) => result,
+        Err(BuildError::Dockerfile {
+            file,
+            source_text,
+            error,
+        }) => return Err(Rendered(error.render(&file, &source_text)).into()),
+        Err(error) => return Err(error.into()),
+    };
+    let elapsed = started.elapsed();
+
+    if let Some((files, bytes)) = summary
+        && !args.quiet
+    {
+        eprintln!(
+            "build context: {files} files, {} ({} files, {} used by COPY/ADD)",
+            human_size(bytes),
+            result.context_used.0,
+            human_size(result.context_used.1)
+        );
+    }
+    if args.dry_run {
+        let would_run = result
+            .steps
+            .iter()
+            .filter(|s| s.outcome == StepOutcome::WouldRun)
+            .count();
+        eprintln!("dry run: {would_run} step(s) would run; nothing was built");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = result
+        .image_id
+        .map(|id| id.digest().to_string())
+        .unwrap_or_default();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cached = result
+        .steps
+        .iter()
+        .filter(|s| s.outcome == StepOutcome::Cached)
+        .count();
+    let built = result
+        .steps
+        .iter()
+        .filter(|s| matches!(s.outcome, StepOutcome::Built { .. }))
+        .count();
+    let size: u64 = result
+        .layers
+        .iter()
+        .map(|l| l.uncompressed_size.unwrap_or(l.compressed_size))
+        .sum();
+    let compressed: u64 = result.layers.iter().map(|l| l.compressed_size).sum();
+    eprintln!(
+        "built in {:.2}s: {} layers, {} ({} compressed); {built} step(s) ran, {cached} cached",
+        elapsed.as_secs_f64(),
+        result.layers.len(),
+        human_size(size),
+        human_size(compressed),
+    );
+    let names: Vec<String> = result.tags.iter().map(|t| t.familiar()).collect();
+    if names.is_empty() {
+        println!("{id}");
+    } else {
+        println!("{id} {}", names.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_dockerfile(path: &Path) -> anyhow::Result<DockerfileInput> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    Ok(DockerfileInput {
+        name: path.display().to_string(),
+        text,
+        path: Some(path.to_path_buf()),
+    })
+}
+
+/// Files and bytes of the whole context after .dockerignore.
+fn context_summary(dir: &Path, dockerfile: Option<&Path>) -> Option<(u64, u64)> {
+    let default = dir.join("Dockerfile");
+    let filter =
+        stowage_dockerignore::ContextFilter::load(dir, dockerfile.unwrap_or(&default)).ok()?;
+    struct Filter(stowage_dockerignore::ContextFilter);
+    impl stowage_context::PathFilter for Filter {
+        fn is_excluded(&self, rel: &str) -> Result<bool, String> {
+            self.0
+                .is_included(rel)
+                .map(|i| !i)
+                .map_err(|e| e.to_string())
+        }
+        fn can_skip_excluded_dir(&self, rel: &str) -> bool {
+            self.0.can_skip_dir(rel)
+        }
+    }
+    let context = stowage_context::Context::open(dir, Box::new(Filter(filter))).ok()?;
+    context.summary().ok().map(|s| (s.files, s.bytes))
+}
+
+/// Renders build events.
+struct Printer {
+    mode: ProgressMode,
+    quiet: bool,
+    explain: bool,
+    live: Mutex<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    /// Output lines of the running step shown in the live view.
+    window: Vec<String>,
+    /// Lines the live view currently occupies on the terminal.
+    drawn: usize,
+    /// Bytes of output of the running step.
+    lines_total: usize,
+    partial: String,
+}
+
+const LIVE_LINES: usize = 6;
+
+fn step_prefix(id: &StepId) -> String {
+    format!("[{} {}/{}]", id.stage, id.step, id.total)
+}
+
+fn describe_reasons(reasons: &[MissReason]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Printer {
+    fn new(mode: ProgressMode, quiet: bool, explain: bool) -> Self {
+        Self {
+            mode,
+            quiet,
+            explain,
+            live: Mutex::new(Live::default()),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn clear_live(live: &mut Live, err: &mut impl Write) {
+        for _ in 0..live.drawn {
+            let _ = write!(err, "\x1b[1A\x1b[2K");
+        }
+        live.drawn = 0;
+    }
+
+    fn draw_live(live: &mut Live, err: &mut impl Write) {
+        Self::clear_live(live, err);
+        for line in &live.window {
+            let shown: String = line.chars().take(160).collect();
+            let _ = writeln!(err, "\x1b[2m  │ {shown}\x1b[0m");
+        }
+        live.drawn = live.window.len();
+    }
+
+    fn finish_live(&self) {
+        if self.mode == ProgressMode::Tty {
+            let mut live = self.live();
+            let mut err = std::io::stderr().lock();
+            Self::clear_live(&mut live, &mut err);
+        }
+    }
+}
+
+impl Progress for Printer {
+    fn event(&self, event: Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        match event {
+            Event::Context { files, bytes } => {
+                let _ = writeln!(err, "build context: {files} files, {}", human_size(bytes));
+            }
+            Event::Warning(text) => {
+                let _ = writeln!(err, "warning: {text}");
+            }
+            Event::StepStarted { id, text } => {
+                let mut live = self.live();
+                live.window.clear();
+                live.lines_total = 0;
+                live.partial.clear();
+                let _ = writeln!(err, "{} {text}", step_prefix(id));
+            }
+            Event::StepMissed { id, reasons } => {
+                if self.explain {
+                    let _ = writeln!(
+                        err,
+                        "{} not cached: {}",
+                        step_prefix(id),
+                        describe_reasons(reasons)
+                    );
+                }
+            }
+            Event::Output { id, chunk } => {
+                let text = String::from_utf8_lossy(chunk);
+                let mut live = self.live();
+                let mut buffer = std::mem::take(&mut live.partial);
+                buffer.push_str(&text);
+                let mut lines: Vec<String> = buffer.split('\n').map(str::to_owned).collect();
+                live.partial = lines.pop().unwrap_or_default();
+                for line in lines {
+                    let line = line.rsplit('\r').next().unwrap_or(&line).to_owned();
+                    live.lines_total += 1;
+                    match self.mode {
+                        ProgressMode::Tty => {
+                            live.window.push(line);
+                            if live.window.len() > LIVE_LINES {
+                                live.window.remove(0);
+                            }
+                        }
+                        _ => {
+                            let _ = writeln!(err, "{} {line}", step_prefix(id));
+                        }
+                    }
+                }
+                if self.mode == ProgressMode::Tty {
+                    Self::draw_live(&mut live, &mut err);
+                }
+            }
+            Event::StepFinished {
+                id,
+                outcome,
+                duration,
+            } => {
+                let mut live = self.live();
+                if !live.partial.is_empty() {
+                    let line = std::mem::take(&mut live.partial);
+                    live.lines_total += 1;
+                    if self.mode != ProgressMode::Tty {
+                        let _ = writeln!(err, "{} {line}", step_prefix(id));
+                    }
+                }
+                if self.mode == ProgressMode::Tty {
+                    Self::clear_live(&mut live, &mut err);
+                }
+                let hidden = if self.mode == ProgressMode::Tty && live.lines_total > 0 {
+                    format!(
+                        " ({} output lines; --progress plain shows them all)",
+                        live.lines_total
+                    )
+                } else {
+                    String::new()
+                };
+                let status = match outcome {
+                    StepOutcome::Cached => "CACHED".to_owned(),
+                    StepOutcome::Built { layer_bytes } => {
+                        format!(
+                            "DONE {:.1}s, layer {}",
+                            secs(duration),
+                            human_size(layer_bytes)
+                        )
+                    }
+                    StepOutcome::Config => {
+                        if !self.explain {
+                            return;
+                        }
+                        "config only".to_owned()
+                    }
+                    StepOutcome::Source => format!("DONE {:.1}s", secs(duration)),
+                    StepOutcome::WouldRun => "WOULD RUN".to_owned(),
+                };
+                let _ = writeln!(err, "{} {status}{hidden}", step_prefix(id));
+            }
+        }
+    }
+}
+
+fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}

@@ -1,0 +1,1132 @@
+//! The build itself: parse and expand the Dockerfile, pick the stages the
+//! target needs, and run each stage's steps in order. Every step is keyed for
+//! the cache first; a hit reuses the cached layer, a miss runs the step and
+//! every step after it in that stage. The target stage becomes an image in
+//! the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use stowage_archive::Compression;
+use stowage_context::{Context, StatCache, StatKey};
+use stowage_digest::Digest;
+use stowage_dockerfile::expand::{ExpandOptions, ExpandedProgram, ExpandedStage, PROXY_ARGS};
+use stowage_dockerfile::instructions::{CommandLine, NetworkMode as RunNetwork, Source};
+use stowage_dockerfile::{Instruction, ParseError, Program};
+use stowage_exec::NetworkMode;
+use stowage_image::{History, ImageConfig, ImageId, LayerInfo, Platform, Reference};
+use stowage_store::{CacheRecord, ManifestFormat, StatRecord, Store};
+
+use crate::cachekey::{CacheKey, MissReason, OpKind, StepInputs, explain_miss};
+use crate::config::{self, StageFlags, argv_of, go_quote, shell_of};
+use crate::copy::{CopyFrom, CopySpec, plan_copy, write_copy_layer};
+use crate::error::{BuildError, StepError, StepLocation};
+use crate::layer::oci_layer_media_type;
+use crate::progress::{Event, Progress, StepId, StepOutcome};
+use crate::rootfs::{MergedView, lowers_for};
+use crate::run::{RunParams, run_step};
+
+/// The Dockerfile to build.
+#[derive(Debug, Clone)]
+pub struct DockerfileInput {
+    /// Its name for messages (`Dockerfile`, a path, or `<stdin>`).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+    /// Where it is on disk, if it is a file (for `<name>.dockerignore`).
+    pub path: Option<PathBuf>,
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The Dockerfile.
+    pub dockerfile: DockerfileInput,
+    /// The context directory.
+    pub context: PathBuf,
+    /// Tags for the result.
+    pub tags: Vec<Reference>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--label` values.
+    pub labels: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// Default network of RUN steps.
+    pub network: NetworkMode,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// Compute keys and report, run nothing.
+    pub dry_run: bool,
+    /// Layer compression.
+    pub compression: Compression,
+    /// SOURCE_DATE_EPOCH / `--timestamp`: clamps mtimes and dates the image.
+    pub timestamp: Option<i64>,
+    /// The platform to build for (must be the native one).
+    pub platform: Platform,
+}
+
+/// Finds images for FROM and `COPY --from`: the local store, or a registry.
+pub trait ImageSource: Sync {
+    /// The image for `reference`, as stored (pulling it first if needed).
+    fn image(&self, store: &Store, reference: &str) -> Result<stowage_store::ImageDetails, String>;
+}
+
+/// Only the local store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalImages;
+
+impl ImageSource for LocalImages {
+    fn image(&self, store: &Store, reference: &str) -> Result<stowage_store::ImageDetails, String> {
+        store.image(reference).map_err(|e| e.to_string())
+    }
+}
+
+/// One step as it went.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Which step.
+    pub id: StepId,
+    /// The instruction.
+    pub text: String,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// Why it missed the cache (empty when cached or config-only).
+    pub reasons: Vec<MissReason>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// The layer it added, if any.
+    pub layer: Option<LayerInfo>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image ID (config digest); `None` for a dry run.
+    pub image_id: Option<ImageId>,
+    /// The manifest digest.
+    pub manifest_digest: Option<Digest>,
+    /// The tags given.
+    pub tags: Vec<Reference>,
+    /// Every step of every built stage.
+    pub steps: Vec<StepReport>,
+    /// Layers of the final image.
+    pub layers: Vec<LayerInfo>,
+    /// The final image's config.
+    pub config: Option<ImageConfig>,
+    /// Context files and bytes the COPY/ADD steps used.
+    pub context_used: (u64, u64),
+}
+
+/// How a stage starts.
+#[derive(Debug, Clone)]
+enum Base {
+    Scratch,
+    Stage(usize),
+    Image(Box<stowage_store::ImageDetails>),
+}
+
+/// A stage's state while its steps run.
+#[derive(Debug, Clone)]
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<LayerInfo>,
+    key: CacheKey,
+    missed: bool,
+    flags: StageFlags,
+}
+
+/// Builds the request's target into the store.
+pub fn build(
+    store: &Store,
+    request: &BuildRequest,
+    images: &dyn ImageSource,
+    progress: &dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let _lease = store.lease()?;
+    if request.platform.normalized() != Platform::native().normalized() {
+        return Err(BuildError::Setup(format!(
+            "--platform {} is not supported: stowage builds for the native platform {} only",
+            request.platform,
+            Platform::native()
+        )));
+    }
+    let dockerfile_error = |error: ParseError| BuildError::Dockerfile {
+        file: request.dockerfile.name.clone(),
+        source_text: request.dockerfile.text.clone(),
+        error: Box::new(error),
+    };
+    let tree = stowage_dockerfile::parse(&request.dockerfile.text).map_err(dockerfile_error)?;
+    let program = stowage_dockerfile::lower(&tree).map_err(dockerfile_error)?;
+    for warning in &program.warnings {
+        let text = format!(
+            "{}:{}: {}",
+            request.dockerfile.name, warning.line, warning.message
+        );
+        progress.event(Event::Warning(&text));
+    }
+    let target = match &request.target {
+        Some(name) => program.stage(name).map(|s| s.index).ok_or_else(|| {
+            let names: Vec<String> = program
+                .stages
+                .iter()
+                .map(|s| s.name.clone().unwrap_or_else(|| s.index.to_string()))
+                .collect();
+            BuildError::Setup(format!(
+                "--target {name:?} names no stage; the stages are: {}",
+                names.join(", ")
+            ))
+        })?,
+        None => program.stages.len().saturating_sub(1),
+    };
+
+    let mut options = ExpandOptions {
+        build_args: request.build_args.clone(),
+        ..ExpandOptions::default()
+    };
+    let first = stowage_dockerfile::expand::expand(&program, &options).map_err(dockerfile_error)?;
+    let needed = needed_stages(&program, &first, target);
+
+    // Resolve the bases of the stages the target needs.
+    let mut bases: BTreeMap<usize, Base> = BTreeMap::new();
+    for &index in &needed {
+        let stage = &first.stages[index];
+        let base = if let Some(from_stage) = stage.base_stage {
+            Base::Stage(from_stage)
+        } else if stage.from.image.eq_ignore_ascii_case("scratch") {
+            Base::Scratch
+        } else {
+            let location = stage_location(&program, index, 1);
+            let details =
+                images
+                    .image(store, &stage.from.image)
+                    .map_err(|detail| BuildError::Step {
+                        location,
+                        kind: StepError::BaseImage {
+                            reference: stage.from.image.clone(),
+                            detail,
+                        },
+                    })?;
+            Base::Image(Box::new(details))
+        };
+        if let Base::Image(details) = &base {
+            options.base_envs.insert(index, env_pairs(&details.config));
+        }
+        bases.insert(index, base);
+    }
+    let expanded =
+        stowage_dockerfile::expand::expand(&program, &options).map_err(dockerfile_error)?;
+    for unused in &expanded.unused_build_args {
+        let text = format!("[Warning] one or more build args were not consumed: {unused}");
+        progress.event(Event::Warning(&text));
+    }
+
+    let context = open_context(request)?;
+    let context_id = context.root().to_string_lossy().into_owned();
+    let mut stat_cache =
+        StatCache::from_records(store.stat_cache_load(&context_id)?.into_iter().map(|r| {
+            (
+                r.path,
+                StatKey {
+                    dev: r.dev,
+                    ino: r.ino,
+                    size: r.size,
+                    mtime_ns: r.mtime_ns,
+                    ctime_ns: r.ctime_ns,
+                },
+                r.digest,
+            )
+        }));
+
+    let mut runner = Runner {
+        store,
+        request,
+        images,
+        progress,
+        program: &program,
+        expanded: &expanded,
+        context: &context,
+        stat_cache: &mut stat_cache,
+        positions: Vec::new(),
+        position_prefix: format!("{}\0{}", context_id, request.dockerfile.name),
+        reports: Vec::new(),
+        finished: BTreeMap::new(),
+        used: (0, 0),
+    };
+    for &index in &needed {
+        let base = bases.get(&index).cloned().unwrap_or(Base::Scratch);
+        let state = runner.run_stage(index, base)?;
+        runner.finished.insert(index, state);
+    }
+    let positions = std::mem::take(&mut runner.positions);
+    let reports = std::mem::take(&mut runner.reports);
+    let used = runner.used;
+    let mut final_state = runner
+        .finished
+        .remove(&target)
+        .ok_or_else(|| BuildError::Setup("the target stage was not built".to_owned()))?;
+    drop(runner);
+
+    if stat_cache.is_changed() {
+        let records: Vec<StatRecord> = stat_cache
+            .records()
+            .into_iter()
+            .map(|(path, key, digest)| StatRecord {
+                path,
+                dev: key.dev,
+                ino: key.ino,
+                size: key.size,
+                mtime_ns: key.mtime_ns,
+                ctime_ns: key.ctime_ns,
+                digest,
+            })
+            .collect();
+        store.stat_cache_save(&context_id, &records)?;
+    }
+
+    if request.dry_run {
+        return Ok(BuildResult {
+            image_id: None,
+            manifest_digest: None,
+            tags: request.tags.clone(),
+            steps: reports,
+            layers: final_state.layers,
+            config: Some(final_state.config),
+            context_used: used,
+        });
+    }
+    store.set_cache_positions(&positions)?;
+
+    if !request.labels.is_empty() {
+        let labels = final_state
+            .config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new);
+        for (key, value) in &request.labels {
+            labels.insert(key.clone(), value.clone());
+        }
+    }
+    final_state.config.created = request.timestamp.map(format_timestamp);
+    let layers: Vec<LayerInfo> = final_state
+        .layers
+        .iter()
+        .map(|layer| LayerInfo {
+            media_type: oci_layer_media_type(&layer.media_type),
+            ..layer.clone()
+        })
+        .collect();
+    final_state.config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
+    let committed = store.commit_config(
+        &final_state.config,
+        layers.clone(),
+        request.tags.clone(),
+        ManifestFormat::Oci,
+    )?;
+    Ok(BuildResult {
+        image_id: Some(committed.id),
+        manifest_digest: Some(committed.manifest_digest),
+        tags: request.tags.clone(),
+        steps: reports,
+        layers,
+        config: Some(final_state.config),
+        context_used: used,
+    })
+}
+
+/// RFC 3339 text of a unix time, as image configs carry it.
+pub fn format_timestamp(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
+    config
+        .config
+        .env
+        .iter()
+        .flatten()
+        .map(|entry| match entry.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect()
+}
+
+fn stage_label(program: &Program, index: usize) -> String {
+    program
+        .stages
+        .get(index)
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| format!("stage-{index}"))
+}
+
+fn stage_location(program: &Program, index: usize, step: usize) -> StepLocation {
+    let stage = program.stages.get(index);
+    let total = stage.map_or(1, |s| s.commands.len() + 1);
+    let (line, instruction) = match stage {
+        Some(stage) if step <= 1 => (stage.span.start_line, stage.original.clone()),
+        Some(stage) => stage
+            .commands
+            .get(step - 2)
+            .map(|c| (c.span.start_line, c.original.clone()))
+            .unwrap_or((0, String::new())),
+        None => (0, String::new()),
+    };
+    StepLocation {
+        stage: stage_label(program, index),
+        step,
+        total,
+        line,
+        instruction,
+    }
+}
+
+/// The stages the target needs, in dependency order (ascending index).
+fn needed_stages(program: &Program, expanded: &ExpandedProgram, target: usize) -> Vec<usize> {
+    let mut needed = BTreeSet::new();
+    let mut pending = vec![target];
+    while let Some(index) = pending.pop() {
+        if !needed.insert(index) {
+            continue;
+        }
+        let Some(stage) = expanded.stages.get(index) else {
+            continue;
+        };
+        if let Some(base) = stage.base_stage {
+            pending.push(base);
+        }
+        for command in &stage.commands {
+            for reference in stage_references(&command.command.instruction) {
+                if let Some(dep) = program.stage(&reference)
+                    && dep.index < index
+                {
+                    pending.push(dep.index);
+                }
+            }
+        }
+    }
+    needed.into_iter().collect()
+}
+
+/// Names other stages (or images) an instruction reads from.
+fn stage_references(instruction: &Instruction) -> Vec<String> {
+    match instruction {
+        Instruction::Copy(copy) => copy.from.iter().cloned().collect(),
+        Instruction::Run(run) => run.mounts.iter().filter_map(|m| m.from.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn open_context(request: &BuildRequest) -> Result<Context, BuildError> {
+    let dockerfile_path = request
+        .dockerfile
+        .path
+        .clone()
+        .unwrap_or_else(|| request.context.join("Dockerfile"));
+    let filter = stowage_dockerignore::ContextFilter::load(&request.context, &dockerfile_path)
+        .map_err(|e| BuildError::Setup(format!("reading .dockerignore: {e}")))?;
+    Context::open(&request.context, Box::new(IgnoreFilter(filter)))
+        .map_err(|e| BuildError::Setup(format!("build context: {e}")))
+}
+
+/// `.dockerignore` as the context's path filter.
+struct IgnoreFilter(stowage_dockerignore::ContextFilter);
+
+impl stowage_context::PathFilter for IgnoreFilter {
+    fn is_excluded(&self, rel: &str) -> Result<bool, String> {
+        self.0
+            .is_included(rel)
+            .map(|included| !included)
+            .map_err(|e| e.to_string())
+    }
+
+    fn can_skip_excluded_dir(&self, rel: &str) -> bool {
+        self.0.can_skip_dir(rel)
+    }
+}
+
+struct Runner<'a> {
+    store: &'a Store,
+    request: &'a BuildRequest,
+    images: &'a dyn ImageSource,
+    progress: &'a dyn Progress,
+    program: &'a Program,
+    expanded: &'a ExpandedProgram,
+    context: &'a Context,
+    stat_cache: &'a mut StatCache,
+    positions: Vec<(String, Digest)>,
+    position_prefix: String,
+    reports: Vec<StepReport>,
+    finished: BTreeMap<usize, StageState>,
+    used: (u64, u64),
+}
+
+impl Runner<'_> {
+    fn position(&self, stage: usize, step: usize) -> String {
+        Digest::of(format!("{}\0{stage}\0{step}", self.position_prefix).as_bytes()).to_string()
+    }
+
+    fn platform(&self) -> String {
+        self.request.platform.to_string()
+    }
+
+    fn run_stage(&mut self, index: usize, base: Base) -> Result<StageState, BuildError> {
+        let stage = &self.expanded.stages[index];
+        let total = stage.commands.len() + 1;
+        let label = stage_label(self.program, index);
+        let id = |step: usize, line: usize| StepId {
+            stage_index: index,
+            stage: label.clone(),
+            step,
+            total,
+            line,
+        };
+        let from_line = self.program.stages[index].span.start_line;
+        let from_id = id(1, from_line);
+        let from_text = format!("FROM {}", stage.from.image);
+        self.progress.event(Event::StepStarted {
+            id: &from_id,
+            text: &from_text,
+        });
+        let started = Instant::now();
+        let mut state = match base {
+            Base::Scratch => {
+                let mut inputs = StepInputs::new(OpKind::Source, None, "scratch", &self.platform());
+                inputs.fields.insert("image".into(), "scratch".into());
+                StageState {
+                    config: ImageConfig::scratch(&self.request.platform),
+                    layers: Vec::new(),
+                    key: inputs.key(),
+                    missed: false,
+                    flags: StageFlags::default(),
+                }
+            }
+            Base::Stage(from) => {
+                let mut state = self
+                    .finished
+                    .get(&from)
+                    .cloned()
+                    .ok_or_else(|| BuildError::Setup(format!("stage {from} was not built")))?;
+                state.flags = StageFlags::default();
+                state
+            }
+            Base::Image(details) => {
+                let mut inputs =
+                    StepInputs::new(OpKind::Source, None, &stage.from.image, &self.platform());
+                inputs
+                    .fields
+                    .insert("image".into(), details.id.digest().to_string());
+                let mut config = details.config.clone();
+                config.created = None;
+                StageState {
+                    config,
+                    layers: details.layers.clone(),
+                    key: inputs.key(),
+                    missed: false,
+                    flags: StageFlags::default(),
+                }
+            }
+        };
+        if self.request.no_cache {
+            state.missed = true;
+        }
+        self.finish_step(
+            &from_id,
+            &from_text,
+            StepOutcome::Source,
+            Vec::new(),
+            started,
+            None,
+        );
+
+        for (offset, command) in stage.commands.iter().enumerate() {
+            let step = offset + 2;
+            let line = command.command.span.start_line;
+            let step_id = id(step, line);
+            let location = stage_location(self.program, index, step);
+            let text = command.command.original.clone();
+            self.progress.event(Event::StepStarted {
+                id: &step_id,
+                text: &text,
+            });
+            let started = Instant::now();
+            let wrap = |kind: StepError| BuildError::Step {
+                location: location.clone(),
+                kind,
+            };
+            match &command.command.instruction {
+                Instruction::Run(run) => {
+                    self.run_instruction(
+                        index,
+                        stage,
+                        &mut state,
+                        &step_id,
+                        run,
+                        &command.run_args,
+                        started,
+                    )
+                    .map_err(wrap)?;
+                }
+                Instruction::Copy(copy) => {
+                    let spec = CopyArgs {
+                        sources: &copy.sources,
+                        dest: &copy.dest,
+                        chown: copy.chown.as_deref(),
+                        chmod: copy.chmod.as_deref(),
+                        from: copy.from.as_deref(),
+                        excludes: &copy.exclude,
+                        is_add: false,
+                    };
+                    self.copy_instruction(index, &mut state, &step_id, &spec, started)
+                        .map_err(wrap)?;
+                }
+                Instruction::Add(add) => {
+                    let spec = CopyArgs {
+                        sources: &add.sources,
+                        dest: &add.dest,
+                        chown: add.chown.as_deref(),
+                        chmod: add.chmod.as_deref(),
+                        from: None,
+                        excludes: &add.exclude,
+                        is_add: true,
+                    };
+                    if add.sources.iter().any(|s| matches!(s, Source::Path { path } if path.contains("://") || path.starts_with("git@"))) {
+                        return Err(wrap(StepError::Invalid(
+                            "ADD from a URL or a Git repository is not supported yet; download it in a RUN step or COPY a local file".to_owned(),
+                        )));
+                    }
+                    self.copy_instruction(index, &mut state, &step_id, &spec, started)
+                        .map_err(wrap)?;
+                }
+                other => {
+                    let arg_values: BTreeMap<String, Option<String>> = match other {
+                        Instruction::Arg(defs) => defs
+                            .iter()
+                            .map(|d| {
+                                let value = self
+                                    .request
+                                    .build_args
+                                    .get(&d.name)
+                                    .cloned()
+                                    .or_else(|| d.default.clone())
+                                    .or_else(|| {
+                                        self.expanded
+                                            .meta_args
+                                            .iter()
+                                            .find(|(k, _)| k == &d.name)
+                                            .map(|(_, v)| v.clone())
+                                    });
+                                (d.name.clone(), value)
+                            })
+                            .collect(),
+                        _ => BTreeMap::new(),
+                    };
+                    let created_by =
+                        config::apply(&mut state.config, &mut state.flags, other, &arg_values)
+                            .map_err(|e| wrap(StepError::Config(e)))?;
+                    let inputs = StepInputs::new(
+                        OpKind::Config,
+                        Some(state.key),
+                        &created_by,
+                        &self.platform(),
+                    );
+                    state.key = inputs.key();
+                    self.push_history(&mut state, created_by, true);
+                    self.finish_step(
+                        &step_id,
+                        &text,
+                        StepOutcome::Config,
+                        Vec::new(),
+                        started,
+                        None,
+                    );
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn push_history(&self, state: &mut StageState, created_by: String, empty: bool) {
+        state.config.history.push(History {
+            created: self.request.timestamp.map(format_timestamp),
+            created_by: Some(created_by),
+            comment: Some("stowage".to_owned()),
+            empty_layer: empty.then_some(true),
+            ..History::default()
+        });
+    }
+
+    fn finish_step(
+        &mut self,
+        id: &StepId,
+        text: &str,
+        outcome: StepOutcome,
+        reasons: Vec<MissReason>,
+        started: Instant,
+        layer: Option<LayerInfo>,
+    ) {
+        let duration = started.elapsed();
+        self.progress.event(Event::StepFinished {
+            id,
+            outcome: outcome.clone(),
+            duration,
+        });
+        self.reports.push(StepReport {
+            id: id.clone(),
+            text: text.to_owned(),
+            outcome,
+            reasons,
+            seconds: duration.as_secs_f64(),
+            layer,
+        });
+    }
+
+    /// Looks the key up; returns the cached layer on a usable hit, or the
+    /// reasons of the miss.
+    fn lookup(
+        &mut self,
+        stage: usize,
+        step: usize,
+        state: &StageState,
+        inputs: &StepInputs,
+    ) -> Result<Result<LayerInfo, Vec<MissReason>>, StepError> {
+        let key = inputs.key();
+        self.positions.push((self.position(stage, step), key));
+        if self.request.no_cache {
+            return Ok(Err(vec![MissReason::NoCache]));
+        }
+        if state.missed {
+            return Ok(Err(vec![MissReason::ParentMissed]));
+        }
+        if let Some(record) = self.store.cache_get(&key)? {
+            match record.layer {
+                Some(layer) if self.layer_usable(&layer) => return Ok(Ok(layer)),
+                Some(layer) => {
+                    self.store.cache_forget(&key)?;
+                    return Ok(Err(vec![MissReason::CachedLayerUnusable {
+                        detail: format!("blob {} is missing or damaged", layer.blob_digest),
+                    }]));
+                }
+                None => {}
+            }
+        }
+        // Explain the miss against the last build of this step.
+        let previous = match self.store.cache_position(&self.position(stage, step))? {
+            Some(previous_key) if previous_key != key => self
+                .store
+                .cache_inputs(&previous_key)?
+                .and_then(|json| serde_json::from_str::<StepInputs>(&json).ok()),
+            _ => None,
+        };
+        let reasons = match previous {
+            Some(previous) => {
+                let reasons = explain_miss(&previous, inputs);
+                if reasons.is_empty() {
+                    vec![MissReason::FirstBuild]
+                } else {
+                    reasons
+                }
+            }
+            None => vec![MissReason::FirstBuild],
+        };
+        Ok(Err(reasons))
+    }
+
+    /// A cached layer is used only if its blob is there with the right size.
+    fn layer_usable(&self, layer: &LayerInfo) -> bool {
+        self.store
+            .blob_size(&layer.blob_digest)
+            .is_ok_and(|size| size == layer.compressed_size)
+    }
+
+    fn remember(
+        &self,
+        inputs: &StepInputs,
+        kind: &str,
+        layer: &LayerInfo,
+    ) -> Result<(), StepError> {
+        let json = serde_json::to_string(inputs)
+            .map_err(|e| StepError::Invalid(format!("encoding cache inputs: {e}")))?;
+        self.store.cache_put(&CacheRecord {
+            key: inputs.key(),
+            kind: kind.to_owned(),
+            layer: Some(layer.clone()),
+            inputs: json,
+            last_used_unix: 0,
+        })?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_instruction(
+        &mut self,
+        stage_index: usize,
+        stage: &ExpandedStage,
+        state: &mut StageState,
+        id: &StepId,
+        run: &stowage_dockerfile::instructions::RunInstruction,
+        run_args: &[(String, String)],
+        started: Instant,
+    ) -> Result<(), StepError> {
+        let _ = stage;
+        let container = &state.config.config;
+        let argv = run_argv(run, container);
+        let mut env: Vec<(String, String)> = env_pairs(&state.config);
+        let visible_args: Vec<(String, String)> = run_args
+            .iter()
+            .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+            .cloned()
+            .collect();
+        env.extend(visible_args.iter().cloned());
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".to_owned(), config::DEFAULT_PATH.to_owned()));
+        }
+        let history_args: Vec<&(String, String)> = visible_args
+            .iter()
+            .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+            .collect();
+        let mut created_by = String::from("RUN ");
+        if !history_args.is_empty() {
+            created_by.push_str(&format!("|{} ", history_args.len()));
+            for (k, v) in &history_args {
+                created_by.push_str(&format!("{k}={v} "));
+            }
+        }
+        created_by.push_str(&argv.join(" "));
+        created_by.push_str(" # buildkit");
+
+        let network = match run.network {
+            Some(RunNetwork::None) => NetworkMode::None,
+            Some(RunNetwork::Host) => NetworkMode::Host,
+            _ => self.request.network,
+        };
+        let user = container.user.clone().unwrap_or_default();
+        let cwd = container
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        let mut inputs =
+            StepInputs::new(OpKind::Run, Some(state.key), &created_by, &self.platform());
+        for (name, value) in &history_args {
+            inputs.build_args.insert(name.clone(), value.clone());
+        }
+        inputs.fields.insert(
+            "env".into(),
+            env.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        inputs.fields.insert("user".into(), user.clone());
+        inputs.fields.insert("workdir".into(), cwd.clone());
+        inputs.fields.insert(
+            "network".into(),
+            match network {
+                NetworkMode::Host => "host".into(),
+                NetworkMode::None => "none".into(),
+            },
+        );
+        if !run.mount_specs.is_empty() {
+            inputs
+                .fields
+                .insert("mounts".into(), run.mount_specs.join("\n"));
+        }
+        if !run.mounts.is_empty() {
+            return Err(StepError::Invalid(
+                "RUN --mount is not supported yet".to_owned(),
+            ));
+        }
+        let position_step = id.step;
+        match self.lookup(stage_index, position_step, state, &inputs)? {
+            Ok(layer) => {
+                state.key = inputs.key();
+                state.layers.push(layer.clone());
+                self.push_history(state, created_by, false);
+                self.finish_step(
+                    id,
+                    &run_display(&argv),
+                    StepOutcome::Cached,
+                    Vec::new(),
+                    started,
+                    Some(layer),
+                );
+                Ok(())
+            }
+            Err(reasons) => {
+                self.progress.event(Event::StepMissed {
+                    id,
+                    reasons: &reasons,
+                });
+                state.missed = true;
+                state.key = inputs.key();
+                if self.request.dry_run {
+                    self.push_history(state, created_by, false);
+                    self.finish_step(
+                        id,
+                        &run_display(&argv),
+                        StepOutcome::WouldRun,
+                        reasons,
+                        started,
+                        None,
+                    );
+                    return Ok(());
+                }
+                let params = RunParams {
+                    argv: argv.clone(),
+                    env,
+                    cwd,
+                    user,
+                    network,
+                    mounts: Vec::new(),
+                    display: run_display(&argv),
+                    clamp_mtime: self.request.timestamp,
+                    compression: self.request.compression,
+                };
+                let layer = run_step(self.store, &state.layers, params, self.progress, id)?;
+                self.remember(&inputs, "run", &layer)?;
+                state.layers.push(layer.clone());
+                self.push_history(state, created_by, false);
+                let bytes = layer.compressed_size;
+                self.finish_step(
+                    id,
+                    &run_display(&argv),
+                    StepOutcome::Built { layer_bytes: bytes },
+                    reasons,
+                    started,
+                    Some(layer),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn copy_instruction(
+        &mut self,
+        stage_index: usize,
+        state: &mut StageState,
+        id: &StepId,
+        args: &CopyArgs<'_>,
+        started: Instant,
+    ) -> Result<(), StepError> {
+        // The image as it is so far, for destinations and --chown names.
+        let view = MergedView::new(lowers_for(self.store, &state.layers)?);
+        let owner = match args.chown {
+            Some(spec) => Some(resolve_owner(&view, spec)?),
+            None => None,
+        };
+        let chmod = match args.chmod {
+            Some(text) => Some(
+                u32::from_str_radix(text, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        StepError::Invalid(format!(
+                            "invalid --chmod {text:?}: use octal permission bits like 755"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".to_owned());
+        let spec = CopySpec {
+            sources: args.sources,
+            dest: args.dest,
+            workdir: &workdir,
+            owner,
+            chmod,
+            excludes: args.excludes,
+            clamp_mtime: self.request.timestamp,
+        };
+        let source_view;
+        let source_name;
+        let mut from = match args.from {
+            None => CopyFrom::Context {
+                context: self.context,
+                stat_cache: self.stat_cache,
+            },
+            Some(reference) => {
+                let layers = match self.program.stage(reference) {
+                    Some(stage) if stage.index < stage_index => self
+                        .finished
+                        .get(&stage.index)
+                        .map(|s| s.layers.clone())
+                        .ok_or_else(|| {
+                            StepError::Invalid(format!("stage {reference:?} was not built"))
+                        })?,
+                    Some(_) => {
+                        return Err(StepError::Invalid(format!(
+                            "COPY --from={reference} refers to this stage or a later one; a stage can only copy from earlier stages"
+                        )));
+                    }
+                    None => {
+                        self.images
+                            .image(self.store, reference)
+                            .map_err(|detail| StepError::BaseImage {
+                                reference: reference.to_owned(),
+                                detail,
+                            })?
+                            .layers
+                    }
+                };
+                source_view = MergedView::new(lowers_for(self.store, &layers)?);
+                source_name = format!("--from={reference}");
+                CopyFrom::Image {
+                    view: &source_view,
+                    name: &source_name,
+                }
+            }
+        };
+        let plan = plan_copy(&mut from, &spec, &view)?;
+        if args.from.is_none() {
+            self.used.0 += plan.file_count;
+            self.used.1 += plan.file_bytes;
+        }
+        let keyword = if args.is_add { "ADD" } else { "COPY" };
+        let mut created_by = String::from(keyword);
+        if let Some(chown) = args.chown {
+            created_by.push_str(&format!(" --chown={chown}"));
+        }
+        if let Some(chmod) = args.chmod {
+            created_by.push_str(&format!(" --chmod={chmod}"));
+        }
+        for source in args.sources {
+            match source {
+                Source::Path { path } => created_by.push_str(&format!(" {path}")),
+                Source::Heredoc { name, .. } => created_by.push_str(&format!(" <<{name}")),
+            }
+        }
+        created_by.push_str(&format!(" {} # buildkit", args.dest));
+        let mut inputs = StepInputs::new(
+            if args.is_add {
+                OpKind::Add
+            } else {
+                OpKind::Copy
+            },
+            Some(state.key),
+            &created_by,
+            &self.platform(),
+        );
+        inputs.fields.insert("workdir".into(), workdir.clone());
+        if let Some(from) = args.from {
+            inputs.fields.insert("from".into(), from.to_owned());
+        }
+        inputs.files = plan.files.clone();
+        match self.lookup(stage_index, id.step, state, &inputs)? {
+            Ok(layer) => {
+                state.key = inputs.key();
+                state.layers.push(layer.clone());
+                self.push_history(state, created_by.clone(), false);
+                self.finish_step(
+                    id,
+                    &created_by,
+                    StepOutcome::Cached,
+                    Vec::new(),
+                    started,
+                    Some(layer),
+                );
+            }
+            Err(reasons) => {
+                self.progress.event(Event::StepMissed {
+                    id,
+                    reasons: &reasons,
+                });
+                state.missed = true;
+                state.key = inputs.key();
+                if self.request.dry_run {
+                    self.push_history(state, created_by.clone(), false);
+                    self.finish_step(
+                        id,
+                        &created_by,
+                        StepOutcome::WouldRun,
+                        reasons,
+                        started,
+                        None,
+                    );
+                    return Ok(());
+                }
+                let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression)?;
+                self.remember(&inputs, if args.is_add { "add" } else { "copy" }, &layer)?;
+                state.layers.push(layer.clone());
+                self.push_history(state, created_by.clone(), false);
+                let bytes = layer.compressed_size;
+                self.finish_step(
+                    id,
+                    &created_by,
+                    StepOutcome::Built { layer_bytes: bytes },
+                    reasons,
+                    started,
+                    Some(layer),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The arguments COPY and ADD share.
+struct CopyArgs<'a> {
+    sources: &'a [Source],
+    dest: &'a str,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    from: Option<&'a str>,
+    excludes: &'a [String],
+    is_add: bool,
+}
+
+/// The argv of a RUN: exec form as written; shell form (and heredocs) under
+/// the image's shell.
+fn run_argv(
+    run: &stowage_dockerfile::instructions::RunInstruction,
+    config: &stowage_image::ContainerConfig,
+) -> Vec<String> {
+    if let (CommandLine::Shell(text), Some(first)) = (&run.command, run.heredocs.first()) {
+        // A lone heredoc runs its body; several are handed to the shell whole.
+        if run.heredocs.len() == 1 && text.trim_start().starts_with("<<") {
+            let mut argv = shell_of(config);
+            argv.push(first.effective_content());
+            return argv;
+        }
+        let mut full = text.clone();
+        for heredoc in &run.heredocs {
+            full.push('\n');
+            full.push_str(&heredoc.content);
+            full.push_str(&heredoc.name);
+        }
+        let mut argv = shell_of(config);
+        argv.push(full);
+        return argv;
+    }
+    argv_of(&run.command, config)
+}
+
+fn run_display(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.contains(char::is_whitespace) || a.is_empty() {
+                go_quote(a)
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resolves `--chown=user[:group]` through the image's /etc/passwd and /etc/group.
+fn resolve_owner(view: &MergedView, spec: &str) -> Result<(u32, u32), StepError> {
+    let passwd = view.read_file("/etc/passwd", 4 << 20);
+    let group = view.read_file("/etc/group", 4 << 20);
+    let resolved = stowage_exec::resolve_user(spec, passwd.as_deref(), group.as_deref())
+        .map_err(|e| StepError::User(format!("--chown={spec}: {e}")))?;
+    Ok((resolved.uid, resolved.gid))
+}
