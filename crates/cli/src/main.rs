@@ -45,6 +45,8 @@ enum Command {
     Lint(commands::lint::LintArgs),
     /// Build an image from a Dockerfile and a context.
     Build(commands::build::BuildArgs),
+    /// Run a command in an image, in the same sandbox as RUN steps.
+    Run(commands::run::RunArgs),
     // @commands: each group below is a module of `commands` with its own
     // clap subcommand enum, flattened here.
 }
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(&args),
         Command::Lint(args) => commands::lint::run(&args),
         Command::Build(args) => commands::build::run(&args, &globals),
+        Command::Run(args) => commands::run::run(&args, &globals),
         // @dispatch
     };
     let _ = &globals;

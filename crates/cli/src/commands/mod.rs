@@ -3,3 +3,4 @@
 pub mod build;
 pub mod lint;
 pub mod parse;
+pub mod run;
