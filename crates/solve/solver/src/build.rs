@@ -6,15 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use stowage_archive::Compression;
 use stowage_context::{Context, StatCache, StatKey};
 use stowage_digest::Digest;
-use stowage_dockerfile::expand::{ExpandOptions, ExpandedProgram, ExpandedStage, PROXY_ARGS};
+use stowage_dockerfile::expand::{ExpandOptions, ExpandedProgram, PROXY_ARGS};
 use stowage_dockerfile::instructions::{CommandLine, NetworkMode as RunNetwork, Source};
 use stowage_dockerfile::{Instruction, ParseError, Program};
-use stowage_exec::NetworkMode;
+use stowage_exec::{CancelToken, NetworkMode};
 use stowage_image::{History, ImageConfig, ImageId, LayerInfo, Platform, Reference};
 use stowage_store::{CacheRecord, ManifestFormat, StatRecord, Store};
 
@@ -239,7 +240,7 @@ pub fn build(
             )
         }));
 
-    let mut runner = Runner {
+    let runner = Runner {
         store,
         request,
         images,
@@ -247,23 +248,20 @@ pub fn build(
         program: &program,
         expanded: &expanded,
         context: &context,
-        stat_cache: &mut stat_cache,
-        positions: Vec::new(),
+        stat_cache: Mutex::new(&mut stat_cache),
+        positions: Mutex::new(Vec::new()),
         position_prefix: format!("{}\0{}", context_id, request.dockerfile.name),
-        reports: Vec::new(),
-        finished: BTreeMap::new(),
-        used: (0, 0),
+        reports: Mutex::new(Vec::new()),
+        finished: Mutex::new(BTreeMap::new()),
+        used: Mutex::new((0, 0)),
+        cancel: CancelToken::new(),
     };
-    for &index in &needed {
-        let base = bases.get(&index).cloned().unwrap_or(Base::Scratch);
-        let state = runner.run_stage(index, base)?;
-        runner.finished.insert(index, state);
-    }
-    let positions = std::mem::take(&mut runner.positions);
-    let reports = std::mem::take(&mut runner.reports);
-    let used = runner.used;
-    let mut final_state = runner
-        .finished
+    run_stages(&runner, &program, &expanded, &needed, &bases)?;
+    let positions = std::mem::take(&mut *lock(&runner.positions));
+    let mut reports = std::mem::take(&mut *lock(&runner.reports));
+    reports.sort_by_key(|r| (r.id.stage_index, r.id.step));
+    let used = *lock(&runner.used);
+    let mut final_state = lock(&runner.finished)
         .remove(&target)
         .ok_or_else(|| BuildError::Setup("the target stage was not built".to_owned()))?;
     drop(runner);
@@ -353,6 +351,124 @@ fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
             None => (entry.clone(), String::new()),
         })
         .collect()
+}
+
+/// Locks a mutex, recovering from a panicked holder (the data stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The stages each stage waits for: its base stage and the stages it copies
+/// or mounts from.
+fn stage_dependencies(
+    program: &Program,
+    expanded: &ExpandedProgram,
+    needed: &[usize],
+) -> BTreeMap<usize, BTreeSet<usize>> {
+    let mut deps = BTreeMap::new();
+    for &index in needed {
+        let mut set = BTreeSet::new();
+        if let Some(stage) = expanded.stages.get(index) {
+            if let Some(base) = stage.base_stage {
+                set.insert(base);
+            }
+            for command in &stage.commands {
+                for reference in stage_references(&command.command.instruction) {
+                    if let Some(dep) = program.stage(&reference)
+                        && dep.index < index
+                    {
+                        set.insert(dep.index);
+                    }
+                }
+            }
+        }
+        deps.insert(index, set);
+    }
+    deps
+}
+
+/// Runs the needed stages, each as soon as the stages it depends on are
+/// done, independent ones at once (as many as there are cores). The first
+/// failure cancels the others.
+fn run_stages(
+    runner: &Runner<'_>,
+    program: &Program,
+    expanded: &ExpandedProgram,
+    needed: &[usize],
+    bases: &BTreeMap<usize, Base>,
+) -> Result<(), BuildError> {
+    let deps = stage_dependencies(program, expanded, needed);
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let mut done: BTreeSet<usize> = BTreeSet::new();
+    while done.len() < needed.len() {
+        let ready: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|i| !done.contains(i))
+            .filter(|i| deps.get(i).is_none_or(|d| d.is_subset(&done)))
+            .collect();
+        if ready.is_empty() {
+            return Err(BuildError::Setup(
+                "the stages depend on each other in a cycle".to_owned(),
+            ));
+        }
+        for wave in ready.chunks(parallel) {
+            let results: Vec<(usize, Result<StageState, BuildError>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = wave
+                        .iter()
+                        .map(|&index| {
+                            let base = bases.get(&index).cloned().unwrap_or(Base::Scratch);
+                            (
+                                index,
+                                scope.spawn(move || {
+                                    let result = runner.run_stage(index, base);
+                                    if result.is_err() {
+                                        runner.cancel.cancel();
+                                    }
+                                    result
+                                }),
+                            )
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|(index, handle)| {
+                            let result = handle.join().unwrap_or_else(|_| {
+                                Err(BuildError::Setup(format!("stage {index} panicked")))
+                            });
+                            (index, result)
+                        })
+                        .collect()
+                });
+            let mut first_error = None;
+            for (index, result) in results {
+                match result {
+                    Ok(state) => {
+                        lock(&runner.finished).insert(index, state);
+                        done.insert(index);
+                    }
+                    Err(BuildError::Interrupted) if first_error.is_some() => {}
+                    Err(error) => {
+                        if first_error.is_none()
+                            || matches!(first_error, Some(BuildError::Interrupted))
+                        {
+                            first_error = Some(error);
+                        }
+                    }
+                }
+            }
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn stage_label(program: &Program, index: usize) -> String {
@@ -456,12 +572,14 @@ struct Runner<'a> {
     program: &'a Program,
     expanded: &'a ExpandedProgram,
     context: &'a Context,
-    stat_cache: &'a mut StatCache,
-    positions: Vec<(String, Digest)>,
+    stat_cache: Mutex<&'a mut StatCache>,
+    positions: Mutex<Vec<(String, Digest)>>,
     position_prefix: String,
-    reports: Vec<StepReport>,
-    finished: BTreeMap<usize, StageState>,
-    used: (u64, u64),
+    reports: Mutex<Vec<StepReport>>,
+    finished: Mutex<BTreeMap<usize, StageState>>,
+    used: Mutex<(u64, u64)>,
+    /// Set when a stage failed: running RUNs are killed, no new step starts.
+    cancel: CancelToken,
 }
 
 impl Runner<'_> {
@@ -473,7 +591,7 @@ impl Runner<'_> {
         self.request.platform.to_string()
     }
 
-    fn run_stage(&mut self, index: usize, base: Base) -> Result<StageState, BuildError> {
+    fn run_stage(&self, index: usize, base: Base) -> Result<StageState, BuildError> {
         let stage = &self.expanded.stages[index];
         let total = stage.commands.len() + 1;
         let label = stage_label(self.program, index);
@@ -505,8 +623,7 @@ impl Runner<'_> {
                 }
             }
             Base::Stage(from) => {
-                let mut state = self
-                    .finished
+                let mut state = lock(&self.finished)
                     .get(&from)
                     .cloned()
                     .ok_or_else(|| BuildError::Setup(format!("stage {from} was not built")))?;
@@ -543,6 +660,9 @@ impl Runner<'_> {
         );
 
         for (offset, command) in stage.commands.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(BuildError::Interrupted);
+            }
             let step = offset + 2;
             let line = command.command.span.start_line;
             let step_id = id(step, line);
@@ -553,17 +673,19 @@ impl Runner<'_> {
                 text: &text,
             });
             let started = Instant::now();
-            let wrap = |kind: StepError| BuildError::Step {
-                location: location.clone(),
-                kind,
+            let wrap = |kind: StepError| match kind {
+                StepError::Cancelled => BuildError::Interrupted,
+                kind => BuildError::Step {
+                    location: location.clone(),
+                    kind,
+                },
             };
             match &command.command.instruction {
                 Instruction::Run(run) => {
                     self.run_instruction(
                         index,
-                        stage,
                         &mut state,
-                        &step_id,
+                        (&step_id, &text),
                         run,
                         &command.run_args,
                         started,
@@ -580,7 +702,7 @@ impl Runner<'_> {
                         excludes: &copy.exclude,
                         is_add: false,
                     };
-                    self.copy_instruction(index, &mut state, &step_id, &spec, started)
+                    self.copy_instruction(index, &mut state, (&step_id, &text), &spec, started)
                         .map_err(wrap)?;
                 }
                 Instruction::Add(add) => {
@@ -598,7 +720,7 @@ impl Runner<'_> {
                             "ADD from a URL or a Git repository is not supported yet; download it in a RUN step or COPY a local file".to_owned(),
                         )));
                     }
-                    self.copy_instruction(index, &mut state, &step_id, &spec, started)
+                    self.copy_instruction(index, &mut state, (&step_id, &text), &spec, started)
                         .map_err(wrap)?;
                 }
                 other => {
@@ -627,13 +749,9 @@ impl Runner<'_> {
                     let created_by =
                         config::apply(&mut state.config, &mut state.flags, other, &arg_values)
                             .map_err(|e| wrap(StepError::Config(e)))?;
-                    let inputs = StepInputs::new(
-                        OpKind::Config,
-                        Some(state.key),
-                        &created_by,
-                        &self.platform(),
-                    );
-                    state.key = inputs.key();
+                    // Config steps change no filesystem: the next layer step's
+                    // key covers the config it reads (env, user, workdir...),
+                    // so an ENV or LABEL edit never invalidates a COPY.
                     self.push_history(&mut state, created_by, true);
                     self.finish_step(
                         &step_id,
@@ -660,7 +778,7 @@ impl Runner<'_> {
     }
 
     fn finish_step(
-        &mut self,
+        &self,
         id: &StepId,
         text: &str,
         outcome: StepOutcome,
@@ -674,7 +792,7 @@ impl Runner<'_> {
             outcome: outcome.clone(),
             duration,
         });
-        self.reports.push(StepReport {
+        lock(&self.reports).push(StepReport {
             id: id.clone(),
             text: text.to_owned(),
             outcome,
@@ -687,14 +805,14 @@ impl Runner<'_> {
     /// Looks the key up; returns the cached layer on a usable hit, or the
     /// reasons of the miss.
     fn lookup(
-        &mut self,
+        &self,
         stage: usize,
         step: usize,
         state: &StageState,
         inputs: &StepInputs,
     ) -> Result<Result<LayerInfo, Vec<MissReason>>, StepError> {
         let key = inputs.key();
-        self.positions.push((self.position(stage, step), key));
+        lock(&self.positions).push((self.position(stage, step), key));
         if self.request.no_cache {
             return Ok(Err(vec![MissReason::NoCache]));
         }
@@ -723,7 +841,9 @@ impl Runner<'_> {
         };
         let reasons = match previous {
             Some(previous) => {
-                let reasons = explain_miss(&previous, inputs);
+                // No layer step above missed (that returned early): only config
+                // steps may have changed, so compare this step's own inputs.
+                let reasons = explain_miss(&previous, inputs, false);
                 if reasons.is_empty() {
                     vec![MissReason::FirstBuild]
                 } else {
@@ -762,16 +882,14 @@ impl Runner<'_> {
 
     #[allow(clippy::too_many_arguments)]
     fn run_instruction(
-        &mut self,
+        &self,
         stage_index: usize,
-        stage: &ExpandedStage,
         state: &mut StageState,
-        id: &StepId,
+        (id, text): (&StepId, &str),
         run: &stowage_dockerfile::instructions::RunInstruction,
         run_args: &[(String, String)],
         started: Instant,
     ) -> Result<(), StepError> {
-        let _ = stage;
         let container = &state.config.config;
         let argv = run_argv(run, container);
         let mut env: Vec<(String, String)> = env_pairs(&state.config);
@@ -848,7 +966,7 @@ impl Runner<'_> {
                 self.push_history(state, created_by, false);
                 self.finish_step(
                     id,
-                    &run_display(&argv),
+                    text,
                     StepOutcome::Cached,
                     Vec::new(),
                     started,
@@ -865,14 +983,7 @@ impl Runner<'_> {
                 state.key = inputs.key();
                 if self.request.dry_run {
                     self.push_history(state, created_by, false);
-                    self.finish_step(
-                        id,
-                        &run_display(&argv),
-                        StepOutcome::WouldRun,
-                        reasons,
-                        started,
-                        None,
-                    );
+                    self.finish_step(id, text, StepOutcome::WouldRun, reasons, started, None);
                     return Ok(());
                 }
                 let params = RunParams {
@@ -886,14 +997,21 @@ impl Runner<'_> {
                     clamp_mtime: self.request.timestamp,
                     compression: self.request.compression,
                 };
-                let layer = run_step(self.store, &state.layers, params, self.progress, id)?;
+                let layer = run_step(
+                    self.store,
+                    &state.layers,
+                    params,
+                    self.progress,
+                    id,
+                    &self.cancel,
+                )?;
                 self.remember(&inputs, "run", &layer)?;
                 state.layers.push(layer.clone());
                 self.push_history(state, created_by, false);
                 let bytes = layer.compressed_size;
                 self.finish_step(
                     id,
-                    &run_display(&argv),
+                    text,
                     StepOutcome::Built { layer_bytes: bytes },
                     reasons,
                     started,
@@ -905,10 +1023,10 @@ impl Runner<'_> {
     }
 
     fn copy_instruction(
-        &mut self,
+        &self,
         stage_index: usize,
         state: &mut StageState,
-        id: &StepId,
+        (id, text): (&StepId, &str),
         args: &CopyArgs<'_>,
         started: Instant,
     ) -> Result<(), StepError> {
@@ -948,15 +1066,15 @@ impl Runner<'_> {
         };
         let source_view;
         let source_name;
+        let mut stat_cache_guard = lock(&self.stat_cache);
         let mut from = match args.from {
             None => CopyFrom::Context {
                 context: self.context,
-                stat_cache: self.stat_cache,
+                stat_cache: &mut stat_cache_guard,
             },
             Some(reference) => {
                 let layers = match self.program.stage(reference) {
-                    Some(stage) if stage.index < stage_index => self
-                        .finished
+                    Some(stage) if stage.index < stage_index => lock(&self.finished)
                         .get(&stage.index)
                         .map(|s| s.layers.clone())
                         .ok_or_else(|| {
@@ -985,10 +1103,13 @@ impl Runner<'_> {
                 }
             }
         };
-        let plan = plan_copy(&mut from, &spec, &view)?;
+        let plan = plan_copy(&mut from, &spec, &view);
+        drop(stat_cache_guard);
+        let plan = plan?;
         if args.from.is_none() {
-            self.used.0 += plan.file_count;
-            self.used.1 += plan.file_bytes;
+            let mut used = lock(&self.used);
+            used.0 += plan.file_count;
+            used.1 += plan.file_bytes;
         }
         let keyword = if args.is_add { "ADD" } else { "COPY" };
         let mut created_by = String::from(keyword);
@@ -1027,7 +1148,7 @@ impl Runner<'_> {
                 self.push_history(state, created_by.clone(), false);
                 self.finish_step(
                     id,
-                    &created_by,
+                    text,
                     StepOutcome::Cached,
                     Vec::new(),
                     started,
@@ -1043,14 +1164,7 @@ impl Runner<'_> {
                 state.key = inputs.key();
                 if self.request.dry_run {
                     self.push_history(state, created_by.clone(), false);
-                    self.finish_step(
-                        id,
-                        &created_by,
-                        StepOutcome::WouldRun,
-                        reasons,
-                        started,
-                        None,
-                    );
+                    self.finish_step(id, text, StepOutcome::WouldRun, reasons, started, None);
                     return Ok(());
                 }
                 let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression)?;
@@ -1060,7 +1174,7 @@ impl Runner<'_> {
                 let bytes = layer.compressed_size;
                 self.finish_step(
                     id,
-                    &created_by,
+                    text,
                     StepOutcome::Built { layer_bytes: bytes },
                     reasons,
                     started,

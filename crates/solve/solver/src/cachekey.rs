@@ -336,9 +336,17 @@ fn show_opt(value: &Option<String>) -> String {
 
 /// Explains why `now` differs from `before`, the inputs of the same step in
 /// an earlier build. Returns every difference found, most specific first.
-pub fn explain_miss(before: &StepInputs, now: &StepInputs) -> Vec<MissReason> {
+///
+/// When `parent_rebuilt` is false, the steps above only changed the config
+/// (an ARG or ENV line, say): the step's own inputs are compared, and the
+/// parent is blamed only if nothing of its own changed.
+pub fn explain_miss(
+    before: &StepInputs,
+    now: &StepInputs,
+    parent_rebuilt: bool,
+) -> Vec<MissReason> {
     let mut reasons = Vec::new();
-    if before.parent != now.parent {
+    if before.parent != now.parent && parent_rebuilt {
         reasons.push(MissReason::ParentMissed);
         return reasons;
     }
@@ -409,6 +417,9 @@ pub fn explain_miss(before: &StepInputs, now: &StepInputs) -> Vec<MissReason> {
             before: before.op.tag().to_owned(),
             now: now.op.tag().to_owned(),
         });
+    }
+    if reasons.is_empty() && before.parent != now.parent {
+        reasons.push(MissReason::ParentMissed);
     }
     reasons
 }
@@ -548,7 +559,7 @@ mod tests {
             digest: Some(Digest::of(b"n")),
         });
         files.retain(|f| f.path != "l");
-        let reasons = explain_miss(&before, &now);
+        let reasons = explain_miss(&before, &now, true);
         assert_eq!(
             reasons,
             vec![MissReason::FilesChanged {
@@ -569,7 +580,7 @@ mod tests {
         let mut run_now = run_before.clone();
         run_now.build_args.insert("V".into(), "2".into());
         run_now.instruction = "RUN make all".into();
-        let reasons = explain_miss(&run_before, &run_now);
+        let reasons = explain_miss(&run_before, &run_now, true);
         assert!(reasons.contains(&MissReason::BuildArgChanged {
             name: "V".into(),
             before: Some("1".into()),
@@ -580,7 +591,7 @@ mod tests {
         let mut child = run_before.clone();
         child.parent = Some(Digest::of(b"other"));
         assert_eq!(
-            explain_miss(&run_before, &child),
+            explain_miss(&run_before, &child, true),
             vec![MissReason::ParentMissed]
         );
     }

@@ -127,6 +127,9 @@ pub enum StepError {
         #[source]
         source: std::io::Error,
     },
+    /// The step was stopped because another stage failed.
+    #[error("stopped because another stage failed")]
+    Cancelled,
     /// Something the instruction asks for that is not possible.
     #[error("{0}")]
     Invalid(String),

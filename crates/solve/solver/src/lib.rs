@@ -21,3 +21,6 @@ pub use build::{
 };
 pub use error::{BuildError, StepError, StepLocation};
 pub use progress::{Event, Progress, Silent, StepId, StepOutcome};
+
+#[cfg(test)]
+mod build_tests;

@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use stowage_archive::{Compression, LayerWriterOptions, write_layer_tar};
-use stowage_exec::{ExitStatus, ExtraMount, NetworkMode, RootFs, RunSpec, Sandbox, SandboxOptions};
+use stowage_exec::{
+    CancelToken, ExitStatus, ExtraMount, NetworkMode, RootFs, RunSpec, Sandbox, SandboxOptions,
+};
 use stowage_image::LayerInfo;
 use stowage_store::Store;
 
@@ -100,10 +102,11 @@ pub fn run_step(
     params: RunParams,
     progress: &dyn Progress,
     id: &StepId,
+    cancel: &CancelToken,
 ) -> Result<LayerInfo, StepError> {
     let lowers = lowers_for(store, layers)?;
     let scratch = scratch_dir(store, "run-")?;
-    let result = run_in(store, &scratch, lowers, params, progress, id);
+    let result = run_in(store, &scratch, lowers, params, progress, id, cancel);
     remove_tree(&scratch);
     result
 }
@@ -115,6 +118,7 @@ fn run_in(
     params: RunParams,
     progress: &dyn Progress,
     id: &StepId,
+    cancel: &CancelToken,
 ) -> Result<LayerInfo, StepError> {
     let upper = scratch.join("upper");
     let work = scratch.join("work");
@@ -157,7 +161,7 @@ fn run_in(
         tail: VecDeque::new(),
         partial: Vec::new(),
     };
-    let status = sandbox.run(&spec, &mut tap)?;
+    let status = sandbox.run_cancellable(&spec, &mut tap, cancel)?;
     let tail = tap.into_tail();
     match status {
         ExitStatus::Exited(0) => {}
@@ -169,6 +173,7 @@ fn run_in(
                 output_tail: tail,
             });
         }
+        ExitStatus::Signaled(_) if cancel.is_cancelled() => return Err(StepError::Cancelled),
         ExitStatus::Signaled(signal) => {
             return Err(StepError::RunFailed {
                 command: params.display,

@@ -1,0 +1,268 @@
+//! Root tests of whole builds: a busybox context, the real sandbox, the real
+//! store. They fail (never skip) without root, overlayfs or /bin/busybox.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use stowage_archive::Compression;
+use stowage_image::Platform;
+use stowage_store::Store;
+
+use crate::build::{BuildRequest, DockerfileInput, LocalImages, build};
+use crate::cachekey::MissReason;
+use crate::error::BuildError;
+use crate::progress::{Silent, StepOutcome};
+
+fn preconditions() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "build tests need root (namespaces and overlayfs)"
+    );
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "build tests need /bin/busybox (Debian package busybox-static)"
+    );
+}
+
+fn context_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+fn request(context: &Path, dockerfile: &str) -> BuildRequest {
+    BuildRequest {
+        dockerfile: DockerfileInput {
+            name: "Dockerfile".to_owned(),
+            text: dockerfile.to_owned(),
+            path: None,
+        },
+        context: context.to_path_buf(),
+        tags: vec!["test/image:latest".parse().unwrap()],
+        build_args: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        target: None,
+        network: stowage_exec::NetworkMode::Host,
+        no_cache: false,
+        dry_run: false,
+        compression: Compression::Gzip { level: 6 },
+        timestamp: None,
+        platform: Platform::native(),
+    }
+}
+
+const BUSYBOX_BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+#[test]
+fn independent_stages_run_at_once_and_the_final_image_has_only_its_layers() {
+    preconditions();
+    let context = context_with(&[]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}
+FROM base AS one
+RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end
+
+FROM base AS two
+RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end
+
+FROM scratch
+COPY --from=one /start /one-start
+COPY --from=one /end /one-end
+COPY --from=two /start /two-start
+COPY --from=two /end /two-end
+"
+    );
+    let result = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        result.layers.len(),
+        4,
+        "the final stage has only its 4 COPY layers"
+    );
+    let image = store.image("test/image:latest").unwrap();
+    let view =
+        crate::rootfs::MergedView::new(crate::rootfs::lowers_for(&store, &image.layers).unwrap());
+    let read = |p: &str| -> f64 {
+        view.read_file(p, 64)
+            .unwrap_or_else(|| panic!("{p} missing"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (one_start, one_end) = (read("/one-start"), read("/one-end"));
+    let (two_start, two_end) = (read("/two-start"), read("/two-end"));
+    assert!(
+        one_start < two_end && two_start < one_end,
+        "the two stages ran one after the other: one {one_start}..{one_end}, two {two_start}..{two_end}"
+    );
+    assert!(
+        view.resolve("/bin/busybox", false).is_none(),
+        "no build-stage layer in the final image"
+    );
+}
+
+#[test]
+fn a_failing_stage_stops_the_build_with_its_step_and_output() {
+    preconditions();
+    let context = context_with(&[]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}
+FROM base AS slow
+RUN sleep 30
+
+FROM base AS broken
+RUN echo about to fail && exit 7
+
+FROM scratch
+COPY --from=slow /bin/busybox /a
+COPY --from=broken /bin/busybox /b
+"
+    );
+    let started = std::time::Instant::now();
+    let error = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("exit 7") && text.contains("code 7"), "{text}");
+    assert!(
+        text.contains("about to fail"),
+        "the output tail is shown: {text}"
+    );
+    assert!(matches!(error, BuildError::Step { .. }));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "the sleeping stage was not cancelled"
+    );
+}
+
+#[test]
+fn cache_hits_misses_and_reasons() {
+    preconditions();
+    let context = context_with(&[
+        ("app/main.py", "print(1)\n"),
+        ("requirements.txt", "flask\n"),
+    ]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}
+ARG VERSION=1
+COPY requirements.txt /app/
+RUN echo installing $VERSION > /installed
+COPY app /app/
+"
+    );
+    let first = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let again = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        first.image_id, again.image_id,
+        "a no-op rebuild gives the same image"
+    );
+    assert!(
+        again
+            .steps
+            .iter()
+            .all(|s| !matches!(s.outcome, StepOutcome::Built { .. }))
+    );
+
+    // The seed's Step 4: changing only the sources keeps the install cached.
+    fs::write(context.path().join("app/main.py"), "print(2)\n").unwrap();
+    let edited = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let outcome = |result: &crate::build::BuildResult, text: &str| {
+        result
+            .steps
+            .iter()
+            .find(|s| s.text.contains(text))
+            .unwrap_or_else(|| panic!("no step {text}"))
+            .clone()
+    };
+    assert_eq!(
+        outcome(&edited, "RUN echo installing").outcome,
+        StepOutcome::Cached
+    );
+    let copy = outcome(&edited, "COPY app");
+    assert!(matches!(copy.outcome, StepOutcome::Built { .. }));
+    assert!(
+        copy.reasons.iter().any(|r| matches!(r, MissReason::FilesChanged { source, changed, .. } if source == "app" && changed == &vec!["app/main.py".to_owned()])),
+        "{:?}",
+        copy.reasons
+    );
+
+    // A build arg change misses the RUN and says which arg.
+    let mut with_arg = request(context.path(), &dockerfile);
+    with_arg.build_args.insert("VERSION".into(), "2".into());
+    let result = build(&store, &with_arg, &LocalImages, &Silent).unwrap();
+    let run = outcome(&result, "RUN echo installing");
+    assert!(
+        run.reasons
+            .iter()
+            .any(|r| matches!(r, MissReason::BuildArgChanged { name, .. } if name == "VERSION")),
+        "{:?}",
+        run.reasons
+    );
+
+    // --no-cache runs everything.
+    let mut no_cache = request(context.path(), &dockerfile);
+    no_cache.no_cache = true;
+    let result = build(&store, &no_cache, &LocalImages, &Silent).unwrap();
+    assert!(
+        result
+            .steps
+            .iter()
+            .all(|s| s.outcome != StepOutcome::Cached)
+    );
+
+    // A cached layer whose blob is gone is rebuilt, not used.
+    let image = store.image("test/image:latest").unwrap();
+    let last = image.layers.last().unwrap();
+    fs::remove_file(store.blob_path(&last.blob_digest)).unwrap();
+    let rebuilt = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let copy = outcome(&rebuilt, "COPY app");
+    assert!(
+        matches!(copy.outcome, StepOutcome::Built { .. }),
+        "{copy:?}"
+    );
+}
