@@ -24,6 +24,7 @@ use crate::config::{self, StageFlags, argv_of, go_quote, shell_of};
 use crate::copy::{CopyFrom, CopySpec, plan_copy, write_copy_layer};
 use crate::error::{BuildError, StepError, StepLocation};
 use crate::layer::oci_layer_media_type;
+use crate::mounts;
 use crate::progress::{Event, Progress, StepId, StepOutcome};
 use crate::rootfs::{MergedView, lowers_for};
 use crate::run::{RunParams, run_step};
@@ -66,6 +67,8 @@ pub struct BuildRequest {
     pub timestamp: Option<i64>,
     /// The platform to build for (must be the native one).
     pub platform: Platform,
+    /// `--secret id=ID,src=FILE`: files RUN --mount=type=secret can read.
+    pub secrets: BTreeMap<String, PathBuf>,
 }
 
 /// Finds images for FROM and `COPY --from`: the local store, or a registry.
@@ -953,10 +956,42 @@ impl Runner<'_> {
                 .fields
                 .insert("mounts".into(), run.mount_specs.join("\n"));
         }
-        if !run.mounts.is_empty() {
-            return Err(StepError::Invalid(
-                "RUN --mount is not supported yet".to_owned(),
-            ));
+        // Binds from other stages or images read their content: their keys
+        // (or image IDs) are part of this step's key.
+        let mut mount_views: BTreeMap<String, MergedView> = BTreeMap::new();
+        for mount in &run.mounts {
+            let Some(from) = &mount.from else { continue };
+            if mount_views.contains_key(from) {
+                continue;
+            }
+            let (layers, identity) = match self.program.stage(from) {
+                Some(stage) if stage.index < stage_index => {
+                    let finished = lock(&self.finished);
+                    let built = finished.get(&stage.index).ok_or_else(|| {
+                        StepError::Invalid(format!("stage {from:?} was not built"))
+                    })?;
+                    (built.layers.clone(), built.key.to_string())
+                }
+                Some(_) => {
+                    return Err(StepError::Invalid(format!(
+                        "--mount from={from} refers to this stage or a later one"
+                    )));
+                }
+                None => {
+                    let image = self.images.image(self.store, from).map_err(|detail| {
+                        StepError::BaseImage {
+                            reference: from.clone(),
+                            detail,
+                        }
+                    })?;
+                    (image.layers.clone(), image.id.digest().to_string())
+                }
+            };
+            inputs.fields.insert(format!("mount-from:{from}"), identity);
+            mount_views.insert(
+                from.clone(),
+                MergedView::new(lowers_for(self.store, &layers)?),
+            );
         }
         let position_step = id.step;
         match self.lookup(stage_index, position_step, state, &inputs)? {
@@ -986,13 +1021,22 @@ impl Runner<'_> {
                     self.finish_step(id, text, StepOutcome::WouldRun, reasons, started, None);
                     return Ok(());
                 }
+                let image_view = MergedView::new(lowers_for(self.store, &state.layers)?);
+                let prepared = mounts::prepare(
+                    self.store,
+                    &run.mounts,
+                    &self.request.secrets,
+                    &image_view,
+                    self.context.root(),
+                    &mount_views,
+                )?;
                 let params = RunParams {
                     argv: argv.clone(),
                     env,
                     cwd,
                     user,
                     network,
-                    mounts: Vec::new(),
+                    mounts: prepared.mounts.clone(),
                     display: run_display(&argv),
                     clamp_mtime: self.request.timestamp,
                     compression: self.request.compression,
@@ -1004,7 +1048,12 @@ impl Runner<'_> {
                     self.progress,
                     id,
                     &self.cancel,
-                )?;
+                );
+                for dir in &prepared.scratch {
+                    crate::rootfs::remove_tree(dir);
+                }
+                drop(prepared);
+                let layer = layer?;
                 self.remember(&inputs, "run", &layer)?;
                 state.layers.push(layer.clone());
                 self.push_history(state, created_by, false);

@@ -54,6 +54,7 @@ fn request(context: &Path, dockerfile: &str) -> BuildRequest {
         compression: Compression::Gzip { level: 6 },
         timestamp: None,
         platform: Platform::native(),
+        secrets: BTreeMap::new(),
     }
 }
 
@@ -264,5 +265,80 @@ COPY app /app/
     assert!(
         matches!(copy.outcome, StepOutcome::Built { .. }),
         "{copy:?}"
+    );
+}
+
+#[test]
+fn run_mounts_cache_secret_tmpfs_and_bind() {
+    preconditions();
+    let context = context_with(&[("conf/app.conf", "port=1\n")]);
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("token");
+    fs::write(&secret, "s3cr3t-value-42").unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}
+FROM base AS app
+RUN --mount=type=cache,target=/var/cache/app echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /count
+RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-length
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-listing
+RUN --mount=type=bind,source=conf,target=/mnt/conf cp /mnt/conf/app.conf /copied.conf
+RUN --mount=type=bind,from=base,source=/bin,target=/mnt/bin ls /mnt/bin/busybox > /bound
+"
+    );
+    let mut req = request(context.path(), &dockerfile);
+    req.secrets.insert("token".into(), secret.clone());
+    build(&store, &req, &LocalImages, &Silent).unwrap();
+    req.no_cache = true;
+    let result = build(&store, &req, &LocalImages, &Silent).unwrap();
+    let image = store.image("test/image:latest").unwrap();
+    let view =
+        crate::rootfs::MergedView::new(crate::rootfs::lowers_for(&store, &image.layers).unwrap());
+    assert_eq!(
+        view.read_file("/count", 64).unwrap().trim(),
+        "2",
+        "the cache mount persisted"
+    );
+    assert!(
+        view.resolve("/var/cache/app/log", false).is_none(),
+        "cache content is not in a layer"
+    );
+    assert_eq!(view.read_file("/secret-length", 64).unwrap().trim(), "15");
+    assert!(view.resolve("/run/secrets/token", false).is_none());
+    assert_eq!(view.read_file("/tmpfs-listing", 64).unwrap().trim(), "x");
+    assert!(view.resolve("/scratch/x", false).is_none());
+    assert_eq!(view.read_file("/copied.conf", 64).unwrap(), "port=1\n");
+    assert_eq!(
+        view.read_file("/bound", 64).unwrap().trim(),
+        "/mnt/bin/busybox"
+    );
+    // The secret's value is in no layer blob and not in the config.
+    for layer in &result.layers {
+        let blob = fs::File::open(store.blob_path(&layer.blob_digest)).unwrap();
+        let (_, mut reader) = stowage_archive::decompressing_reader(blob).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+        assert!(
+            !bytes.windows(15).any(|w| w == b"s3cr3t-value-42"),
+            "secret found in layer {}",
+            layer.diff_id
+        );
+    }
+    assert!(!String::from_utf8_lossy(&image.config_bytes).contains("s3cr3t-value-42"));
+
+    // A cache mount over a file is refused, naming the line.
+    let bad = format!("{BUSYBOX_BASE}\nRUN --mount=type=cache,target=/bin/busybox true\n");
+    let error = build(
+        &store,
+        &request(context.path(), &bad),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("not a directory") && text.contains("line 5"),
+        "{text}"
     );
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod copy;
 pub mod error;
 pub mod layer;
+pub mod mounts;
 pub mod progress;
 pub mod rootfs;
 pub mod run;
