@@ -294,11 +294,11 @@ pub fn plan_copy(
                         if within.is_empty() && plan.has(&target) {
                             continue;
                         }
-                        if within.is_empty() {
-                            if let Some(existing) = image.resolve(&target, true) {
-                                plan.put(target, Planned::Dir(existing_dir(&existing.meta)));
-                                continue;
-                            }
+                        if within.is_empty()
+                            && let Some(existing) = image.resolve(&target, true)
+                        {
+                            plan.put(target, Planned::Dir(existing_dir(&existing.meta)));
+                            continue;
                         }
                         plan.put(target, Planned::Disk { disk, digest });
                     }
