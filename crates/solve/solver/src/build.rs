@@ -69,6 +69,8 @@ pub struct BuildRequest {
     pub platform: Platform,
     /// `--secret id=ID,src=FILE`: files RUN --mount=type=secret can read.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--cache-from`: images whose layers serve as cache hits.
+    pub cache_from: Vec<String>,
 }
 
 /// Finds images for FROM and `COPY --from`: the local store, or a registry.
@@ -136,6 +138,8 @@ enum Base {
 struct StageState {
     config: ImageConfig,
     layers: Vec<LayerInfo>,
+    /// The cache key of each layer, where known (base layers have none).
+    layer_keys: Vec<Option<CacheKey>>,
     key: CacheKey,
     missed: bool,
     flags: StageFlags,
@@ -224,6 +228,13 @@ pub fn build(
     for unused in &expanded.unused_build_args {
         let text = format!("[Warning] one or more build args were not consumed: {unused}");
         progress.event(Event::Warning(&text));
+    }
+
+    for reference in &request.cache_from {
+        let image = images
+            .image(store, reference)
+            .map_err(|detail| BuildError::Setup(format!("--cache-from {reference}: {detail}")))?;
+        import_cache_keys(store, &image)?;
     }
 
     let context = open_context(request)?;
@@ -319,6 +330,19 @@ pub fn build(
         })
         .collect();
     final_state.config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
+    final_state.config.extra.insert(
+        CACHE_KEYS_FIELD.to_owned(),
+        serde_json::Value::Array(
+            final_state
+                .layer_keys
+                .iter()
+                .map(|k| match k {
+                    Some(key) => serde_json::Value::String(key.to_string()),
+                    None => serde_json::Value::Null,
+                })
+                .collect(),
+        ),
+    );
     let committed = store.commit_config(
         &final_state.config,
         layers.clone(),
@@ -334,6 +358,42 @@ pub fn build(
         config: Some(final_state.config),
         context_used: used,
     })
+}
+
+/// The config field where stowage records each layer's cache key, so an
+/// image can serve as a cache source (`--cache-from`) on any machine.
+pub const CACHE_KEYS_FIELD: &str = "stowage.cache-keys";
+
+/// The cache keys an image's config carries, one per layer (`None` where unknown).
+pub fn embedded_cache_keys(config: &ImageConfig, layers: usize) -> Vec<Option<CacheKey>> {
+    let mut keys: Vec<Option<CacheKey>> = match config.extra.get(CACHE_KEYS_FIELD) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().and_then(|s| s.parse().ok()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    keys.resize(layers, None);
+    keys
+}
+
+/// Makes an image's layers cache hits for the keys its config records.
+fn import_cache_keys(store: &Store, image: &stowage_store::ImageDetails) -> Result<(), BuildError> {
+    let keys = embedded_cache_keys(&image.config, image.layers.len());
+    for (key, layer) in keys.into_iter().zip(&image.layers) {
+        let Some(key) = key else { continue };
+        if store.cache_get(&key)?.is_some() || !store.has_blob(&layer.blob_digest) {
+            continue;
+        }
+        store.cache_put(&CacheRecord {
+            key,
+            kind: "imported".to_owned(),
+            layer: Some(layer.clone()),
+            inputs: "{}".to_owned(),
+            last_used_unix: 0,
+        })?;
+    }
+    Ok(())
 }
 
 /// RFC 3339 text of a unix time, as image configs carry it.
@@ -620,6 +680,7 @@ impl Runner<'_> {
                 StageState {
                     config: ImageConfig::scratch(&self.request.platform),
                     layers: Vec::new(),
+                    layer_keys: Vec::new(),
                     key: inputs.key(),
                     missed: false,
                     flags: StageFlags::default(),
@@ -643,6 +704,7 @@ impl Runner<'_> {
                 config.created = None;
                 StageState {
                     config,
+                    layer_keys: embedded_cache_keys(&details.config, details.layers.len()),
                     layers: details.layers.clone(),
                     key: inputs.key(),
                     missed: false,
@@ -998,6 +1060,7 @@ impl Runner<'_> {
             Ok(layer) => {
                 state.key = inputs.key();
                 state.layers.push(layer.clone());
+                state.layer_keys.push(Some(inputs.key()));
                 self.push_history(state, created_by, false);
                 self.finish_step(
                     id,
@@ -1056,6 +1119,7 @@ impl Runner<'_> {
                 let layer = layer?;
                 self.remember(&inputs, "run", &layer)?;
                 state.layers.push(layer.clone());
+                state.layer_keys.push(Some(inputs.key()));
                 self.push_history(state, created_by, false);
                 let bytes = layer.compressed_size;
                 self.finish_step(
@@ -1194,6 +1258,7 @@ impl Runner<'_> {
             Ok(layer) => {
                 state.key = inputs.key();
                 state.layers.push(layer.clone());
+                state.layer_keys.push(Some(inputs.key()));
                 self.push_history(state, created_by.clone(), false);
                 self.finish_step(
                     id,
@@ -1219,6 +1284,7 @@ impl Runner<'_> {
                 let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression)?;
                 self.remember(&inputs, if args.is_add { "add" } else { "copy" }, &layer)?;
                 state.layers.push(layer.clone());
+                state.layer_keys.push(Some(inputs.key()));
                 self.push_history(state, created_by.clone(), false);
                 let bytes = layer.compressed_size;
                 self.finish_step(

@@ -55,6 +55,7 @@ fn request(context: &Path, dockerfile: &str) -> BuildRequest {
         timestamp: None,
         platform: Platform::native(),
         secrets: BTreeMap::new(),
+        cache_from: Vec::new(),
     }
 }
 
@@ -340,5 +341,59 @@ RUN --mount=type=bind,from=base,source=/bin,target=/mnt/bin ls /mnt/bin/busybox 
     assert!(
         text.contains("not a directory") && text.contains("line 5"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_image_from_another_store_serves_as_cache_with_cache_from() {
+    preconditions();
+    let context = context_with(&[("a.txt", "a\n")]);
+    let dockerfile = format!("{BUSYBOX_BASE}\nCOPY a.txt /a.txt\nRUN echo built > /marker\n");
+    // Machine A builds.
+    let store_a_dir = tempfile::tempdir().unwrap();
+    let store_a = Store::open(store_a_dir.path()).unwrap();
+    let built = build(
+        &store_a,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    // Machine B gets the image's blobs (as a pull or load would) but no cache.
+    let store_b_dir = tempfile::tempdir().unwrap();
+    let store_b = Store::open(store_b_dir.path()).unwrap();
+    let image = store_a.image("test/image:latest").unwrap();
+    for layer in &image.layers {
+        let blob = fs::read(store_a.blob_path(&layer.blob_digest)).unwrap();
+        store_b
+            .put_blob_bytes(&blob, Some(layer.blob_digest))
+            .unwrap();
+    }
+    store_b
+        .commit_image(&stowage_store::ImageCommit {
+            manifest: image.manifest_bytes.clone(),
+            config: image.config_bytes.clone(),
+            layers: image.layers.clone(),
+            tags: vec!["cache/source:1".parse().unwrap()],
+        })
+        .unwrap();
+    let mut req = request(context.path(), &dockerfile);
+    req.cache_from = vec!["cache/source:1".into()];
+    let result = build(&store_b, &req, &LocalImages, &Silent).unwrap();
+    assert!(
+        result
+            .steps
+            .iter()
+            .all(|s| !matches!(s.outcome, StepOutcome::Built { .. })),
+        "machine B reran a step: {:?}",
+        result
+            .steps
+            .iter()
+            .map(|s| (&s.text, &s.outcome))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        result.image_id, built.image_id,
+        "the same image on both machines"
     );
 }
