@@ -766,6 +766,7 @@ impl Runner<'_> {
                         from: copy.from.as_deref(),
                         excludes: &copy.exclude,
                         is_add: false,
+                        checksum: None,
                     };
                     self.copy_instruction(index, &mut state, (&step_id, &text), &spec, started)
                         .map_err(wrap)?;
@@ -779,10 +780,11 @@ impl Runner<'_> {
                         from: None,
                         excludes: &add.exclude,
                         is_add: true,
+                        checksum: add.checksum.as_deref(),
                     };
-                    if add.sources.iter().any(|s| matches!(s, Source::Path { path } if path.contains("://") || path.starts_with("git@"))) {
+                    if add.sources.iter().any(|s| matches!(s, Source::Path { path } if path.starts_with("git@") || path.ends_with(".git"))) {
                         return Err(wrap(StepError::Invalid(
-                            "ADD from a URL or a Git repository is not supported yet; download it in a RUN step or COPY a local file".to_owned(),
+                            "ADD of a Git repository is not supported: clone it in a RUN step".to_owned(),
                         )));
                     }
                     self.copy_instruction(index, &mut state, (&step_id, &text), &spec, started)
@@ -1216,7 +1218,23 @@ impl Runner<'_> {
                 }
             }
         };
-        let plan = plan_copy(&mut from, &spec, &view);
+        let mut scratch = ScratchDirs(Vec::new());
+        let plan = if args.is_add && args.from.is_none() {
+            crate::add::plan_add(
+                self.store,
+                self.context,
+                &mut stat_cache_guard,
+                &spec,
+                &view,
+                args.checksum,
+            )
+            .map(|(plan, dirs)| {
+                scratch.0 = dirs;
+                plan
+            })
+        } else {
+            plan_copy(&mut from, &spec, &view)
+        };
         drop(stat_cache_guard);
         let plan = plan?;
         if args.from.is_none() {
@@ -1282,6 +1300,7 @@ impl Runner<'_> {
                     return Ok(());
                 }
                 let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression)?;
+                drop(scratch);
                 self.remember(&inputs, if args.is_add { "add" } else { "copy" }, &layer)?;
                 state.layers.push(layer.clone());
                 state.layer_keys.push(Some(inputs.key()));
@@ -1301,6 +1320,17 @@ impl Runner<'_> {
     }
 }
 
+/// Scratch directories removed when dropped.
+struct ScratchDirs(Vec<PathBuf>);
+
+impl Drop for ScratchDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            crate::rootfs::remove_tree(dir);
+        }
+    }
+}
+
 /// The arguments COPY and ADD share.
 struct CopyArgs<'a> {
     sources: &'a [Source],
@@ -1310,6 +1340,7 @@ struct CopyArgs<'a> {
     from: Option<&'a str>,
     excludes: &'a [String],
     is_add: bool,
+    checksum: Option<&'a str>,
 }
 
 /// The argv of a RUN: exec form as written; shell form (and heredocs) under

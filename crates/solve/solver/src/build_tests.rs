@@ -397,3 +397,92 @@ fn an_image_from_another_store_serves_as_cache_with_cache_from() {
         "the same image on both machines"
     );
 }
+
+/// Serves `body` for every request on 127.0.0.1, for ADD URL tests.
+fn serve_once(body: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    format!("http://{address}/files/hello.txt")
+}
+
+#[test]
+fn add_extracts_local_archives_and_downloads_urls_with_checksums() {
+    preconditions();
+    let context = context_with(&[]);
+    // A gzip tarball in the context.
+    let tar_path = context.path().join("bundle.tar.gz");
+    {
+        let encoder = flate2::write::GzEncoder::new(
+            fs::File::create(&tar_path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut builder = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(6);
+        header.set_mode(0o640);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "pkg/data.txt", &b"inside"[..])
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+    let url = serve_once(b"downloaded");
+    let good = stowage_digest::Digest::of(b"downloaded");
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}
+ADD bundle.tar.gz /opt/
+ADD --checksum={good} {url} /dl/
+"
+    );
+    build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let image = store.image("test/image:latest").unwrap();
+    let view =
+        crate::rootfs::MergedView::new(crate::rootfs::lowers_for(&store, &image.layers).unwrap());
+    assert_eq!(view.read_file("/opt/pkg/data.txt", 64).unwrap(), "inside");
+    assert!(view.resolve("/opt/bundle.tar.gz", false).is_none());
+    let downloaded = view.resolve("/dl/hello.txt", true).unwrap();
+    assert_eq!(fs::read(&downloaded.disk).unwrap(), b"downloaded");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&downloaded.meta.permissions()) & 0o777,
+        0o600
+    );
+
+    let bad = format!(
+        "{BUSYBOX_BASE}\nADD --checksum=sha256:{} {} /dl/\n",
+        "0".repeat(64),
+        serve_once(b"downloaded")
+    );
+    let error = build(
+        &store,
+        &request(context.path(), &bad),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("checksum mismatch"), "{error}");
+}

@@ -40,6 +40,7 @@ pub enum CopyFrom<'a> {
 }
 
 /// One COPY/ADD as the planner sees it.
+#[derive(Clone, Copy)]
 pub struct CopySpec<'a> {
     /// The sources as written (after expansion).
     pub sources: &'a [Source],
@@ -127,6 +128,26 @@ impl CopyPlan {
 
     fn has(&self, dest: &str) -> bool {
         self.entries.contains_key(&sort_key(dest))
+    }
+
+    /// Adds another plan's entries (they win on the same path) and files.
+    pub fn merge(&mut self, other: CopyPlan) {
+        self.entries.extend(other.entries);
+        for (source, files) in other.files {
+            self.files.entry(source).or_default().extend(files);
+        }
+        self.file_count += other.file_count;
+        self.file_bytes += other.file_bytes;
+    }
+
+    /// Files the plan selected under `from`, filed under `source` instead.
+    pub fn rename_source(&mut self, from: &str, source: &str) {
+        if let Some(files) = self.files.remove(from) {
+            self.files
+                .entry(source.to_owned())
+                .or_default()
+                .extend(files);
+        }
     }
 }
 
@@ -300,6 +321,13 @@ pub fn plan_copy(
                             plan.put(target, Planned::Dir(existing_dir(&existing.meta)));
                             continue;
                         }
+                        if within.is_empty() && !target.is_empty() {
+                            // Only the directory's contents are copied: the
+                            // destination is made as a new directory, as
+                            // Docker makes it (0755, the --chown owner).
+                            plan.put(target, Planned::Dir(new_dest_dir(spec, owner)));
+                            continue;
+                        }
                         plan.put(target, Planned::Disk { disk, digest });
                     }
                 } else {
@@ -352,6 +380,9 @@ pub fn plan_copy(
                         match image.resolve(&dest, true) {
                             Some(existing) => {
                                 plan.put(dest.clone(), Planned::Dir(existing_dir(&existing.meta)))
+                            }
+                            None if !dest.is_empty() => {
+                                plan.put(dest.clone(), Planned::Dir(new_dest_dir(spec, owner)))
                             }
                             None => plan.put(
                                 dest.clone(),
@@ -462,6 +493,17 @@ fn resolve_in_image(view: &MergedView, path: &str) -> Option<Vec<crate::rootfs::
         return (!out.is_empty()).then_some(out);
     }
     view.resolve(&clean, true).map(|found| vec![found])
+}
+
+/// A directory COPY creates: the destination of a directory's contents, or a
+/// missing parent.
+fn new_dest_dir(spec: &CopySpec<'_>, owner: (u32, u32)) -> SyntheticDir {
+    SyntheticDir {
+        mode: 0o755,
+        uid: owner.0,
+        gid: owner.1,
+        mtime: spec.clamp_mtime.unwrap_or(0),
+    }
 }
 
 fn existing_dir(meta: &fs::Metadata) -> SyntheticDir {
@@ -588,4 +630,66 @@ pub fn write_copy_layer(
     }
     let (sink, _) = writer.finish()?;
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn planned_dir_mode(plan: &CopyPlan, path: &str) -> Option<u32> {
+        match plan.entries.get(&sort_key(path)) {
+            Some((_, Planned::Dir(dir))) => Some(dir.mode),
+            _ => None,
+        }
+    }
+
+    /// `COPY d /new`: the contents of `d` go into a new `/new` made 0755 (and
+    /// owned by `--chown`), not with `d`'s own mode, as Docker's builders do;
+    /// an existing destination keeps its metadata.
+    #[test]
+    fn directory_source_makes_its_destination_0755() {
+        let ctx = tempfile::tempdir().unwrap();
+        fs::create_dir(ctx.path().join("d")).unwrap();
+        fs::write(ctx.path().join("d/f"), "f").unwrap();
+        fs::set_permissions(ctx.path().join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+        let lower = tempfile::tempdir().unwrap();
+        fs::create_dir(lower.path().join("existing")).unwrap();
+        fs::set_permissions(
+            lower.path().join("existing"),
+            fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        let image = MergedView::new(vec![lower.path().to_path_buf()]);
+        let context = Context::open(ctx.path(), Box::new(stowage_context::KeepAll)).unwrap();
+        let mut stat_cache = StatCache::new();
+        let sources = [Source::Path { path: "d".into() }];
+        for (dest, owner, want) in [
+            ("/new", None, (0o755, 0, 0)),
+            ("/chowned/", Some((1000, 100)), (0o755, 1000, 100)),
+            ("/existing", None, (0o750, 0, 0)),
+        ] {
+            let spec = CopySpec {
+                sources: &sources,
+                dest,
+                workdir: "/",
+                owner,
+                chmod: None,
+                excludes: &[],
+                clamp_mtime: None,
+            };
+            let mut from = CopyFrom::Context {
+                context: &context,
+                stat_cache: &mut stat_cache,
+            };
+            let plan = plan_copy(&mut from, &spec, &image).unwrap();
+            let target = dest.trim_matches('/');
+            assert_eq!(planned_dir_mode(&plan, target), Some(want.0), "{dest}");
+            let Some((_, Planned::Dir(dir))) = plan.entries.get(&sort_key(target)) else {
+                panic!("{dest}: not a planned directory");
+            };
+            assert_eq!((dir.uid, dir.gid), (want.1, want.2), "{dest}");
+            assert!(plan.has(&format!("{target}/f")), "{dest}: the contents");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 // be shown as they are; they are built only on failure.
 #![allow(clippy::result_large_err)]
 
+pub mod add;
 pub mod build;
 pub mod cachekey;
 pub mod config;
