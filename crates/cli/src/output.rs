@@ -21,9 +21,16 @@ pub fn print_error(error: &anyhow::Error) {
         eprintln!("{rendered}");
         return;
     }
-    eprintln!("error: {error}");
+    let mut shown = error.to_string();
+    eprintln!("error: {shown}");
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        // Many errors already include their cause's text: print only news.
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        eprintln!("  caused by: {text}");
+        shown.push_str(&text);
     }
 }
 

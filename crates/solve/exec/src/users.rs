@@ -5,7 +5,8 @@
 //! - a name must exist in /etc/passwd; a number need not (gid then defaults to 0);
 //! - the primary gid comes from the passwd entry unless a group is given;
 //! - supplementary groups are the groups listing the user's name, and only
-//!   when no group was given explicitly;
+//!   when no group was given explicitly; when there are none, the primary
+//!   group is the supplementary group (as runc does, so `id` shows it);
 //! - a group name must exist in /etc/group; a number need not.
 
 use crate::error::ExecError;
@@ -161,6 +162,10 @@ pub fn resolve_user(
             }
         }
     }
+    // Like runc: with no supplementary group, the primary group is the one.
+    if groups.is_empty() {
+        groups.push(gid);
+    }
     groups.sort_unstable();
     groups.dedup();
     Ok(ResolvedUser { uid, gid, groups })
@@ -210,7 +215,7 @@ mod tests {
             ResolvedUser {
                 uid: 4242,
                 gid: 0,
-                groups: vec![]
+                groups: vec![0]
             }
         );
     }
@@ -222,7 +227,7 @@ mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 50,
-                groups: vec![]
+                groups: vec![50]
             }
         );
         assert_eq!(ok("1000:777").gid, 777);
@@ -265,7 +270,7 @@ mod tests {
             ResolvedUser {
                 uid: 12,
                 gid: 34,
-                groups: vec![]
+                groups: vec![34]
             }
         );
     }

@@ -90,9 +90,15 @@ pub fn plan_add(
     }
     let mut plan = CopyPlan::default();
     let mut scratch = Vec::new();
+    // Files from an archive keep the archive's owners (unless --chown), as
+    // Docker does; everything else is owned by root or --chown. The layer
+    // writer applies one rule to a whole plan, so owners are kept only when
+    // every source is an archive.
+    let mut every_source_is_an_archive = true;
     for source in spec.sources {
         let one = std::slice::from_ref(source);
         let Source::Path { path } = source else {
+            every_source_is_an_archive = false;
             let sub = CopySpec {
                 sources: one,
                 ..*spec
@@ -105,6 +111,7 @@ pub fn plan_add(
             continue;
         };
         if is_url(path) {
+            every_source_is_an_archive = false;
             let dir = scratch_dir(store, "add-url-")?;
             scratch.push(dir.clone());
             let name = url_file_name(path);
@@ -157,6 +164,7 @@ pub fn plan_add(
                 sub_plan.rename_source(".", &format!("{}@{digest}", entry.rel));
                 plan.merge(sub_plan);
             } else {
+                every_source_is_an_archive = false;
                 let sources = [Source::Path {
                     path: entry.rel.clone(),
                 }];
@@ -174,6 +182,7 @@ pub fn plan_add(
             }
         }
     }
+    plan.keep_owners = every_source_is_an_archive && spec.owner.is_none();
     Ok((plan, scratch))
 }
 

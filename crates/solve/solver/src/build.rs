@@ -218,8 +218,18 @@ pub fn build(
                     })?;
             Base::Image(Box::new(details))
         };
-        if let Base::Image(details) = &base {
-            options.base_envs.insert(index, env_pairs(&details.config));
+        match &base {
+            Base::Image(details) => {
+                let mut config = details.config.clone();
+                with_default_path(&mut config);
+                options.base_envs.insert(index, env_pairs(&config));
+            }
+            Base::Scratch => {
+                let mut config = ImageConfig::default();
+                with_default_path(&mut config);
+                options.base_envs.insert(index, env_pairs(&config));
+            }
+            Base::Stage(_) => {}
         }
         bases.insert(index, base);
     }
@@ -401,6 +411,18 @@ pub fn format_timestamp(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// Puts Docker's default PATH first in the env of a base that sets none, as
+/// both of Docker's builders do at FROM.
+fn with_default_path(config: &mut ImageConfig) {
+    let env = config.config.env.get_or_insert_with(Vec::new);
+    if !env
+        .iter()
+        .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+    {
+        env.insert(0, format!("PATH={}", config::DEFAULT_PATH));
+    }
 }
 
 fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
@@ -677,8 +699,10 @@ impl Runner<'_> {
             Base::Scratch => {
                 let mut inputs = StepInputs::new(OpKind::Source, None, "scratch", &self.platform());
                 inputs.fields.insert("image".into(), "scratch".into());
+                let mut config = ImageConfig::scratch(&self.request.platform);
+                with_default_path(&mut config);
                 StageState {
-                    config: ImageConfig::scratch(&self.request.platform),
+                    config,
                     layers: Vec::new(),
                     layer_keys: Vec::new(),
                     key: inputs.key(),
@@ -702,6 +726,7 @@ impl Runner<'_> {
                     .insert("image".into(), details.id.digest().to_string());
                 let mut config = details.config.clone();
                 config.created = None;
+                with_default_path(&mut config);
                 StageState {
                     config,
                     layer_keys: embedded_cache_keys(&details.config, details.layers.len()),

@@ -84,6 +84,9 @@ pub struct CopyPlan {
     pub file_count: u64,
     /// Bytes of those files.
     pub file_bytes: u64,
+    /// Whether entries from disk keep their owners (COPY --from without
+    /// --chown, as Docker does) instead of becoming root's or --chown's.
+    pub keep_owners: bool,
 }
 
 fn sort_key(path: &str) -> Vec<u8> {
@@ -224,6 +227,7 @@ pub fn plan_copy(
         }
     }
     let many = tops.len() > 1;
+    plan.keep_owners = spec.owner.is_none() && matches!(from, CopyFrom::Image { .. });
     if many && !dest_marked_dir && !dest_is_dir_in_image {
         return Err(StepError::Invalid(format!(
             "when copying more than one source, the destination {:?} must be a directory and end with a /",
@@ -583,8 +587,8 @@ fn image_input(
         path: within.to_owned(),
         file_type,
         mode: applied_mode(file_type, found.meta.mode(), spec.chmod),
-        uid: owner.0,
-        gid: owner.1,
+        uid: spec.owner.map_or(found.meta.uid(), |_| owner.0),
+        gid: spec.owner.map_or(found.meta.gid(), |_| owner.1),
         link,
         digest,
     })
@@ -601,7 +605,7 @@ pub fn write_copy_layer(
     let options = LayerWriterOptions {
         clamp_mtime: spec.clamp_mtime,
         overlay_upper: false,
-        chown: Some(Ownership {
+        chown: (!plan.keep_owners).then_some(Ownership {
             uid: owner.0,
             gid: owner.1,
         }),
@@ -690,6 +694,63 @@ mod tests {
             };
             assert_eq!((dir.uid, dir.gid), (want.1, want.2), "{dest}");
             assert!(plan.has(&format!("{target}/f")), "{dest}: the contents");
+        }
+    }
+
+    /// `COPY --from` without `--chown` keeps the owners the source stage's
+    /// files have (Docker's classic builder and BuildKit both do); with
+    /// `--chown`, and from the context, everything is re-owned.
+    #[test]
+    fn copy_from_an_image_keeps_owners_unless_chown() {
+        use std::os::unix::fs::chown;
+        let lower = tempfile::tempdir().unwrap();
+        fs::create_dir(lower.path().join("e")).unwrap();
+        fs::write(lower.path().join("e/g"), "g").unwrap();
+        chown(lower.path().join("e"), Some(1000), Some(1001)).unwrap();
+        chown(lower.path().join("e/g"), Some(1002), Some(1003)).unwrap();
+        let source = MergedView::new(vec![lower.path().to_path_buf()]);
+        let image = MergedView::new(Vec::new());
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let sources = [Source::Path { path: "/e".into() }];
+        for (owner, want_file) in [(None, (1002, 1003)), (Some((7, 8)), (7, 8))] {
+            let spec = CopySpec {
+                sources: &sources,
+                dest: "/copied/",
+                workdir: "/",
+                owner,
+                chmod: None,
+                excludes: &[],
+                clamp_mtime: None,
+            };
+            let mut from = CopyFrom::Image {
+                view: &source,
+                name: "--from=test",
+            };
+            let plan = plan_copy(&mut from, &spec, &image).unwrap();
+            assert_eq!(plan.keep_owners, owner.is_none());
+            let inputs = &plan.files["/e"];
+            let file = inputs.iter().find(|f| f.path == "g").unwrap();
+            assert_eq!((file.uid, file.gid), want_file, "cache key owner");
+            let layer =
+                write_copy_layer(&store, &plan, &spec, stowage_archive::Compression::None).unwrap();
+            let blob = store.open_blob(&layer.blob_digest).unwrap();
+            let mut archive = tar::Archive::new(blob);
+            let mut owners = BTreeMap::new();
+            for entry in archive.entries().unwrap() {
+                let entry = entry.unwrap();
+                let path = entry.path().unwrap().to_string_lossy().into_owned();
+                let header = entry.header();
+                owners.insert(
+                    path.trim_end_matches('/').to_owned(),
+                    (header.uid().unwrap(), header.gid().unwrap()),
+                );
+            }
+            let want_file = (u64::from(want_file.0), u64::from(want_file.1));
+            assert_eq!(owners.get("copied/g"), Some(&want_file), "{owners:?}");
+            // the new destination directory is root's (or --chown's)
+            let want_dest = owner.map_or((0, 0), |(u, g)| (u64::from(u), u64::from(g)));
+            assert_eq!(owners.get("copied"), Some(&want_dest), "{owners:?}");
         }
     }
 }
