@@ -27,6 +27,10 @@ pub struct Globals {
     /// $XDG_DATA_HOME/stowage otherwise].
     #[arg(long, global = true, env = "STOWAGE_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// A registry (HOST or HOST:PORT) reachable over plain HTTP or HTTPS with an
+    /// unverified certificate (repeatable).
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl Globals {
@@ -49,6 +53,10 @@ enum Command {
     Run(commands::run::RunArgs),
     // @commands: each group below is a module of `commands` with its own
     // clap subcommand enum, flattened here.
+    #[command(flatten)]
+    Images(commands::images::ImageCommand),
+    #[command(flatten)]
+    Registry(commands::registry::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +68,8 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(&args, &globals),
         Command::Run(args) => commands::run::run(&args, &globals),
         // @dispatch
+        Command::Images(cmd) => commands::images::run(cmd, &globals),
+        Command::Registry(cmd) => commands::registry::run(&cmd, &globals),
     };
     let _ = &globals;
     match result {

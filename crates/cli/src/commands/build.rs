@@ -14,8 +14,7 @@ use stowage_archive::Compression;
 use stowage_image::{Platform, Reference};
 use stowage_solver::cachekey::MissReason;
 use stowage_solver::{
-    BuildError, BuildRequest, DockerfileInput, Event, ImageSource, LocalImages, Progress, StepId,
-    StepOutcome,
+    BuildError, BuildRequest, DockerfileInput, Event, ImageSource, Progress, StepId, StepOutcome,
 };
 
 use crate::Globals;
@@ -104,6 +103,18 @@ pub struct BuildArgs {
     /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     compress_level: Option<i32>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` (or `id=ID,env=VAR`).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// An image whose layers may serve as cache hits (repeatable).
+    #[arg(long = "cache-from", value_name = "IMAGE")]
+    cache_from: Vec<String>,
+    /// Check the registry for a newer version of every base image.
+    #[arg(long)]
+    pull: bool,
+    /// Push every tag to its registry after the build.
+    #[arg(long)]
+    push: bool,
     /// Date the image and clamp file times to this Unix time (also SOURCE_DATE_EPOCH).
     #[arg(long, value_name = "UNIX_SECONDS", env = "SOURCE_DATE_EPOCH")]
     timestamp: Option<i64>,
@@ -202,6 +213,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         None => read_dockerfile(&context_dir.join("Dockerfile"))?,
     };
 
+    let mut secret_files = Vec::new();
     let request = BuildRequest {
         dockerfile: dockerfile.clone(),
         context: context_dir.clone(),
@@ -218,6 +230,8 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         compression,
         timestamp: args.timestamp,
         platform,
+        secrets: parse_secrets(&args.secrets, store.tmp_dir(), &mut secret_files)?,
+        cache_from: args.cache_from.clone(),
     };
 
     let mode = match args.progress {
@@ -226,7 +240,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         other => other,
     };
     let printer = Printer::new(mode, args.quiet, args.explain);
-    let images = LocalImages;
+    let images = RegistryImages {
+        globals,
+        policy: if args.pull {
+            stowage_distribution::PullPolicy::Always
+        } else {
+            stowage_distribution::PullPolicy::Missing
+        },
+    };
     let started = Instant::now();
     let (result, summary) = std::thread::scope(|scope| {
         let summary = scope.spawn(|| context_summary(&context_dir, dockerfile.path.as_deref()));
@@ -298,6 +319,20 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
+    if args.push {
+        for tag in &result.tags {
+            let client = crate::commands::registry::client_for(globals, tag.domain());
+            let pushed = stowage_distribution::push(
+                &store,
+                &client,
+                &tag.to_string(),
+                tag,
+                &stowage_distribution::PushOptions::default(),
+            )
+            .with_context(|| format!("pushing {}", tag.familiar()))?;
+            eprintln!("pushed {}@{}", tag.familiar(), pushed.manifest_digest);
+        }
+    }
     let names: Vec<String> = result.tags.iter().map(|t| t.familiar()).collect();
     if names.is_empty() {
         println!("{id}");
@@ -305,6 +340,89 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         println!("{id} {}", names.join(" "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--secret id=ID,src=FILE` / `id=ID,env=VAR`. Secrets from the
+/// environment are written to private temp files kept alive in `keep`.
+fn parse_secrets(
+    items: &[String],
+    tmp: &Path,
+    keep: &mut Vec<tempfile::NamedTempFile>,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for part in item.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_owned()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_owned()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("invalid --secret {item:?}: expected id=ID,src=FILE or id=ID,env=VAR"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow::anyhow!("--secret {item:?} needs id="))?;
+        let path = match src {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("--secret {id}: {} is not a readable file", path.display());
+                }
+                path
+            }
+            None => {
+                let name = env.unwrap_or_else(|| id.clone());
+                let value = std::env::var(&name).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--secret {id}: give src=FILE, or set the environment variable {name}"
+                    )
+                })?;
+                let mut file = tempfile::NamedTempFile::new_in(tmp)?;
+                file.write_all(value.as_bytes())?;
+                let path = file.path().to_path_buf();
+                keep.push(file);
+                path
+            }
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+/// Base images from the store, pulled from their registry when missing (or
+/// always, with `--pull`).
+struct RegistryImages<'a> {
+    globals: &'a Globals,
+    policy: stowage_distribution::PullPolicy,
+}
+
+impl ImageSource for RegistryImages<'_> {
+    fn image(
+        &self,
+        store: &stowage_store::Store,
+        reference: &str,
+    ) -> Result<stowage_store::ImageDetails, String> {
+        // Image IDs and short IDs are local by nature.
+        if self.policy == stowage_distribution::PullPolicy::Missing
+            && let Ok(details) = store.image(reference)
+        {
+            return Ok(details);
+        }
+        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let client = crate::commands::registry::client_for(self.globals, parsed.domain());
+        let ensured = stowage_distribution::ensure_image(
+            store,
+            &client,
+            &parsed,
+            self.policy,
+            &stowage_distribution::PullOptions::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        store
+            .image(&ensured.manifest_digest.to_string())
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn read_dockerfile(path: &Path) -> anyhow::Result<DockerfileInput> {

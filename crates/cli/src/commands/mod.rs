@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod images;
 pub mod lint;
 pub mod parse;
+pub mod registry;
 pub mod run;

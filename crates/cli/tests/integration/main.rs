@@ -2,4 +2,8 @@
 //! executable, and real peers (dockerd, skopeo, umoci, a registry) where a test
 //! compares with them or uses them as clients.
 
+mod build;
+mod images;
+mod lint;
+mod registry;
 mod support;

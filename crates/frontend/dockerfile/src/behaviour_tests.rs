@@ -436,10 +436,10 @@ mod no_panic {
 
         #[test]
         fn arbitrary_strings_never_panic(src in "\\PC{0,200}") {
-            if let Ok(df) = crate::parse(&src) {
-                if let Ok(p) = crate::lower(&df) {
-                    let _ = crate::expand(&p, &crate::ExpandOptions::default());
-                }
+            if let Ok(df) = crate::parse(&src)
+                && let Ok(p) = crate::lower(&df)
+            {
+                let _ = crate::expand(&p, &crate::ExpandOptions::default());
             }
         }
     }
