@@ -29,3 +29,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --workspace --no-fail-fast
+
+log "lint agreement with hadolint (fails below 95%)"
+python3 tests-data/lint/hadolint_agreement.py "${CARGO_TARGET_DIR:-target}/debug/stowage" >/dev/null

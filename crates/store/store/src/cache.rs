@@ -561,7 +561,9 @@ mod tests {
             ctime_ns: -5,
             digest: Digest::of(b"x"),
         };
-        store.stat_cache_save("/ctx", std::slice::from_ref(&record)).unwrap();
+        store
+            .stat_cache_save("/ctx", std::slice::from_ref(&record))
+            .unwrap();
         assert_eq!(store.stat_cache_load("/ctx").unwrap(), vec![record]);
         assert!(store.stat_cache_load("/other").unwrap().is_empty());
     }
