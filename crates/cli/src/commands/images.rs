@@ -132,6 +132,37 @@ pub struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
+    /// Also trim the build cache (every record, or least recently used first
+    /// down to --keep-storage).
+    #[arg(long)]
+    cache: bool,
+    /// With --cache: keep this much cached layer data (e.g. 10GB, 500MB).
+    #[arg(long, value_name = "SIZE", requires = "cache")]
+    keep_storage: Option<String>,
+}
+
+/// Parses a size like `10GB`, `500MB`, `1g` or `123` (bytes).
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size {text:?}: use e.g. 10GB or 500MB"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("invalid size unit {other:?} in {text:?}"),
+    };
+    Ok((number * factor) as u64)
 }
 
 /// `stowage system df`.
@@ -635,6 +666,16 @@ fn prune(store: &Store, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+    let mut cache_line = None;
+    if args.cache {
+        let keep = args.keep_storage.as_deref().map(parse_size).transpose()?;
+        let report = store.cache_prune(keep)?;
+        cache_line = Some(format!(
+            "Build cache: {} record(s) removed, {} of cached layers released",
+            report.records_removed,
+            human_size(report.bytes_reclaimed)
+        ));
+    }
     let mut events = store.remove_dangling_images()?;
     if args.all {
         for image in store.list_images()? {
@@ -643,6 +684,10 @@ fn prune(store: &Store, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let report = store.prune()?;
     let mut out = String::new();
+    if let Some(line) = cache_line {
+        out.push_str(&line);
+        out.push('\n');
+    }
     if !events.is_empty() {
         out.push_str("Deleted Images:\n");
         out.push_str(&print_events(&events));
