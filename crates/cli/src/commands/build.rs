@@ -249,11 +249,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         },
     };
     let started = Instant::now();
-    let (result, summary) = std::thread::scope(|scope| {
-        let summary = scope.spawn(|| context_summary(&context_dir, dockerfile.path.as_deref()));
-        let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
-        (result, summary.join().ok().flatten())
-    });
+    let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
     printer.finish_live();
     let result = match result {
         Ok(result) => result,
@@ -266,9 +262,16 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     };
     let elapsed = started.elapsed();
 
-    if let Some((files, bytes)) = summary
-        && !args.quiet
-    {
+    // The context's size, as `docker build` reports what it sends: from the
+    // build's own walk when it copied the whole context, else walked here.
+    let summary = if args.quiet {
+        None
+    } else {
+        result
+            .context_total
+            .or_else(|| context_summary(&context_dir, dockerfile.path.as_deref()))
+    };
+    if let Some((files, bytes)) = summary {
         eprintln!(
             "build context: {files} files, {} ({} files, {} used by COPY/ADD)",
             human_size(bytes),

@@ -123,6 +123,9 @@ pub struct BuildResult {
     pub config: Option<ImageConfig>,
     /// Context files and bytes the COPY/ADD steps used.
     pub context_used: (u64, u64),
+    /// The whole context's files and bytes, when a COPY of the context root
+    /// walked it anyway (so nobody walks it twice).
+    pub context_total: Option<(u64, u64)>,
 }
 
 /// How a stage starts.
@@ -278,6 +281,7 @@ pub fn build(
         reports: Mutex::new(Vec::new()),
         finished: Mutex::new(BTreeMap::new()),
         used: Mutex::new((0, 0)),
+        context_total: Mutex::new(None),
         cancel: CancelToken::new(),
     };
     run_stages(&runner, &program, &expanded, &needed, &bases)?;
@@ -285,6 +289,7 @@ pub fn build(
     let mut reports = std::mem::take(&mut *lock(&runner.reports));
     reports.sort_by_key(|r| (r.id.stage_index, r.id.step));
     let used = *lock(&runner.used);
+    let context_total = *lock(&runner.context_total);
     let mut final_state = lock(&runner.finished)
         .remove(&target)
         .ok_or_else(|| BuildError::Setup("the target stage was not built".to_owned()))?;
@@ -316,6 +321,7 @@ pub fn build(
             layers: final_state.layers,
             config: Some(final_state.config),
             context_used: used,
+            context_total,
         });
     }
     store.set_cache_positions(&positions)?;
@@ -353,20 +359,40 @@ pub fn build(
                 .collect(),
         ),
     );
-    let committed = store.commit_config(
-        &final_state.config,
-        layers.clone(),
-        request.tags.clone(),
-        ManifestFormat::Oci,
-    )?;
+    // A rebuild that changed nothing finds its image already tagged: no write.
+    let config_bytes = final_state
+        .config
+        .to_canonical_json()
+        .map_err(|e| BuildError::Setup(format!("encoding the image config: {e}")))?;
+    let image_id = ImageId::from_config_bytes(&config_bytes);
+    let existing = request
+        .tags
+        .iter()
+        .map(|tag| store.image(&tag.to_string()).ok())
+        .collect::<Option<Vec<_>>>()
+        .filter(|found| !found.is_empty() && found.iter().all(|d| d.id == image_id))
+        .and_then(|found| found.into_iter().next());
+    let (image_id, manifest_digest) = match existing {
+        Some(details) => (details.id, details.manifest_digest),
+        None => {
+            let committed = store.commit_config(
+                &final_state.config,
+                layers.clone(),
+                request.tags.clone(),
+                ManifestFormat::Oci,
+            )?;
+            (committed.id, committed.manifest_digest)
+        }
+    };
     Ok(BuildResult {
-        image_id: Some(committed.id),
-        manifest_digest: Some(committed.manifest_digest),
+        image_id: Some(image_id),
+        manifest_digest: Some(manifest_digest),
         tags: request.tags.clone(),
         steps: reports,
         layers,
         config: Some(final_state.config),
         context_used: used,
+        context_total,
     })
 }
 
@@ -663,6 +689,7 @@ struct Runner<'a> {
     reports: Mutex<Vec<StepReport>>,
     finished: Mutex<BTreeMap<usize, StageState>>,
     used: Mutex<(u64, u64)>,
+    context_total: Mutex<Option<(u64, u64)>>,
     /// Set when a stage failed: running RUNs are killed, no new step starts.
     cancel: CancelToken,
 }
@@ -1266,6 +1293,13 @@ impl Runner<'_> {
             let mut used = lock(&self.used);
             used.0 += plan.file_count;
             used.1 += plan.file_bytes;
+            let copies_root = !args.is_add
+                && args.excludes.is_empty()
+                && args.sources.len() == 1
+                && matches!(&args.sources[0], Source::Path { path } if path.split('/').all(|c| c.is_empty() || c == "."));
+            if copies_root {
+                *lock(&self.context_total) = Some((plan.file_count, plan.file_bytes));
+            }
         }
         let keyword = if args.is_add { "ADD" } else { "COPY" };
         let mut created_by = String::from(keyword);

@@ -446,7 +446,8 @@ pub fn plan_copy(
         while let Some((head, _)) = parent.rsplit_once('/') {
             parent = head;
             if plan.has(parent) {
-                continue;
+                // Its own parents are handled when its path comes up.
+                break;
             }
             let planned = match image.resolve(parent, true) {
                 Some(existing) if existing.meta.is_dir() => {

@@ -150,7 +150,9 @@ impl Store {
             _ => None,
         };
         let now = now_unix();
-        if now > used {
+        // Least-recently-used order needs no finer grain than a minute, and
+        // skipping the write keeps a no-op rebuild free of disk syncs.
+        if now > used.saturating_add(60) {
             conn.execute(
                 "UPDATE build_cache SET last_used_unix = ?1 WHERE key = ?2",
                 params![now, key.to_string()],
@@ -256,9 +258,16 @@ impl Store {
         key.map(|k| parse_digest(&k, "position key")).transpose()
     }
 
-    /// Records the keys built at step positions, in one transaction.
+    /// Records the keys built at step positions, in one transaction (none
+    /// when every position already holds its key).
     pub fn set_cache_positions(&self, positions: &[(String, Digest)]) -> Result<()> {
-        if positions.is_empty() {
+        let mut changed = Vec::new();
+        for (position, key) in positions {
+            if self.cache_position(position)?.as_ref() != Some(key) {
+                changed.push((position, key));
+            }
+        }
+        if changed.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn();
@@ -267,7 +276,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&db_err)?;
         let now = now_unix();
-        for (position, key) in positions {
+        for (position, key) in changed {
             tx.execute(
                 "INSERT OR REPLACE INTO build_positions (position, key, updated_unix) VALUES (?1, ?2, ?3)",
                 params![position, key.to_string(), now],
