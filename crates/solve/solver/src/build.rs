@@ -12,7 +12,7 @@ use std::time::Instant;
 use stowage_archive::Compression;
 use stowage_context::{Context, StatCache, StatKey};
 use stowage_digest::Digest;
-use stowage_dockerfile::expand::{ExpandOptions, ExpandedProgram, PROXY_ARGS};
+use stowage_dockerfile::expand::{ExpandOptions, ExpandedCommand, ExpandedProgram, PROXY_ARGS};
 use stowage_dockerfile::instructions::{CommandLine, NetworkMode as RunNetwork, Source};
 use stowage_dockerfile::{Instruction, ParseError, Program};
 use stowage_exec::{CancelToken, NetworkMode};
@@ -705,22 +705,9 @@ impl Runner<'_> {
 
     fn run_stage(&self, index: usize, base: Base) -> Result<StageState, BuildError> {
         let stage = &self.expanded.stages[index];
-        let total = stage.commands.len() + 1;
         let label = stage_label(self.program, index);
-        let id = |step: usize, line: usize| StepId {
-            stage_index: index,
-            stage: label.clone(),
-            step,
-            total,
-            line,
-        };
         let from_line = self.program.stages[index].span.start_line;
-        let from_id = id(1, from_line);
         let from_text = format!("FROM {}", stage.from.image);
-        self.progress.event(Event::StepStarted {
-            id: &from_id,
-            text: &from_text,
-        });
         let started = Instant::now();
         let mut state = match base {
             Base::Scratch => {
@@ -767,6 +754,52 @@ impl Runner<'_> {
         if self.request.no_cache {
             state.missed = true;
         }
+        // ONBUILD triggers of the base run first, and are not inherited.
+        let triggers = state.config.config.on_build.take().unwrap_or_default();
+        let mut steps: Vec<(ExpandedCommand, String, usize)> = Vec::new();
+        for trigger in &triggers {
+            let options = ExpandOptions {
+                build_args: self.request.build_args.clone(),
+                base_envs: BTreeMap::from([(0, env_pairs(&state.config))]),
+                ..ExpandOptions::default()
+            };
+            let expanded = stowage_dockerfile::parse_and_expand(
+                &format!("FROM scratch\n{trigger}\n"),
+                &options,
+            )
+            .map_err(|error| BuildError::Step {
+                location: stage_location(self.program, index, 1),
+                kind: StepError::Invalid(format!(
+                    "the base image's ONBUILD trigger {trigger:?} is invalid: {}",
+                    error.message
+                )),
+            })?;
+            for stage in expanded.stages {
+                for command in stage.commands {
+                    steps.push((command, format!("ONBUILD {trigger}"), from_line));
+                }
+            }
+        }
+        for command in &stage.commands {
+            steps.push((
+                command.clone(),
+                command.command.original.clone(),
+                command.command.span.start_line,
+            ));
+        }
+        let total = steps.len() + 1;
+        let id = |step: usize, line: usize| StepId {
+            stage_index: index,
+            stage: label.clone(),
+            step,
+            total,
+            line,
+        };
+        let from_id = id(1, from_line);
+        self.progress.event(Event::StepStarted {
+            id: &from_id,
+            text: &from_text,
+        });
         self.finish_step(
             &from_id,
             &from_text,
@@ -776,15 +809,21 @@ impl Runner<'_> {
             None,
         );
 
-        for (offset, command) in stage.commands.iter().enumerate() {
+        for (offset, (command, text, line)) in steps.iter().enumerate() {
             if self.cancel.is_cancelled() {
                 return Err(BuildError::Interrupted);
             }
             let step = offset + 2;
-            let line = command.command.span.start_line;
+            let line = *line;
             let step_id = id(step, line);
-            let location = stage_location(self.program, index, step);
-            let text = command.command.original.clone();
+            let location = StepLocation {
+                stage: label.clone(),
+                step,
+                total,
+                line,
+                instruction: text.clone(),
+            };
+            let text = text.clone();
             self.progress.event(Event::StepStarted {
                 id: &step_id,
                 text: &text,

@@ -486,3 +486,48 @@ ADD --checksum={good} {url} /dl/
     .unwrap_err();
     assert!(error.to_string().contains("checksum mismatch"), "{error}");
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
+    preconditions();
+    let context = context_with(&[("app.txt", "app\n")]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let parent = format!(
+        "{BUSYBOX_BASE}ONBUILD COPY app.txt /app/app.txt\nONBUILD RUN echo triggered > /app/trigger\n"
+    );
+    let mut req = request(context.path(), &parent);
+    req.tags = vec!["test/parent:1".parse().unwrap()];
+    build(&store, &req, &LocalImages, &Silent).unwrap();
+    let parent_image = store.image("test/parent:1").unwrap();
+    assert_eq!(
+        parent_image.config.config.on_build.as_ref().map(Vec::len),
+        Some(2)
+    );
+    assert!(
+        parent_image.layers.len() == 2,
+        "ONBUILD does not run in the image that declares it"
+    );
+
+    let child = "FROM test/parent:1\nRUN cat /app/trigger /app/app.txt > /both\n";
+    build(
+        &store,
+        &request(context.path(), child),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let image = store.image("test/image:latest").unwrap();
+    assert_eq!(
+        image.config.config.on_build, None,
+        "triggers are not inherited"
+    );
+    assert_eq!(
+        image.layers.len(),
+        5,
+        "2 base layers, 2 trigger layers, 1 RUN"
+    );
+    let view =
+        crate::rootfs::MergedView::new(crate::rootfs::lowers_for(&store, &image.layers).unwrap());
+    assert_eq!(view.read_file("/both", 64).unwrap(), "triggered\napp\n");
+}
