@@ -1654,3 +1654,92 @@ fn killed_build_leaves_no_mounts_temp_files_or_image() {
     assert_eq!(ran.code, Some(0), "{}", ran.both());
     assert_eq!(flatten(env.root(), "localhost/after:1").text("ok"), "ok\n");
 }
+
+/// The seed's Check 8: build in a stage with the tools (gcc on Debian), copy
+/// only the artefact into a `FROM scratch` image, run it; a build-stage
+/// change that yields the same binary keeps the final COPY --from cached.
+#[test]
+fn multi_stage_gcc_build_copies_only_the_binary_and_caches_by_content() {
+    let env = Env::new();
+    ensure_rootfs_tars();
+    let debian = "localhost/debian:bookworm";
+    let mut cmd = stowage(env.root());
+    cmd.args(["import", DEBIAN_TAR, debian]);
+    let ran = run(cmd);
+    assert_eq!(ran.code, Some(0), "stowage import: {}", ran.both());
+    let program =
+        "#include <stdio.h>\nint main(void) { puts(\"hello from a static binary\"); return 0; }\n";
+    env.files(&[
+        ("hello.c", program),
+        (
+            "Dockerfile",
+            "FROM localhost/debian:bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+COPY hello.c /src/hello.c
+RUN gcc -static -O2 -o /src/hello /src/hello.c
+
+FROM scratch
+COPY --from=build /src/hello /usr/local/bin/hello
+ENTRYPOINT [\"/usr/local/bin/hello\"]
+",
+        ),
+    ]);
+    let build = |extra: &[&str]| {
+        let mut cmd = stowage(env.root());
+        cmd.args([
+            "build",
+            "--progress",
+            "plain",
+            "--explain",
+            "-t",
+            "hello:ms",
+        ]);
+        cmd.args(extra);
+        cmd.arg(env.ctx());
+        run(cmd)
+    };
+    let ran = build(&[]);
+    assert_eq!(ran.code, Some(0), "build: {}", ran.both());
+    let image = image(env.root(), "hello:ms");
+    assert_eq!(
+        image.layers.len(),
+        1,
+        "only the binary's layer: {:?}",
+        image.layers
+    );
+    let mut cmd = stowage(env.root());
+    cmd.args(["run", "--rm", "hello:ms"]);
+    let ran = run(cmd);
+    assert_eq!(ran.code, Some(0), "run: {}", ran.both());
+    assert!(
+        ran.stdout.contains("hello from a static binary"),
+        "{}",
+        ran.both()
+    );
+
+    // A comment changes the source but not the binary: gcc reruns, the
+    // final stage's COPY --from stays cached, the image is the same.
+    env.files(&[("hello.c", &format!("/* a comment */\n{program}"))]);
+    let again = build(&[]);
+    assert_eq!(again.code, Some(0), "rebuild: {}", again.both());
+    assert!(
+        again.stderr.contains("RUN gcc") && again.stderr.contains("not cached"),
+        "{}",
+        again.both()
+    );
+    let copy_line = again
+        .stderr
+        .lines()
+        .filter(|l| l.contains("1/3]") || l.contains("2/3]"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        again
+            .stderr
+            .lines()
+            .any(|l| l.contains("stage-1 2/3] CACHED")),
+        "the final COPY --from reran:\n{copy_line}\n{}",
+        again.both()
+    );
+    assert_eq!(image.id, self::image(env.root(), "hello:ms").id);
+}
