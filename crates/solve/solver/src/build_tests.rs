@@ -531,3 +531,51 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
         crate::rootfs::MergedView::new(crate::rootfs::lowers_for(&store, &image.layers).unwrap());
     assert_eq!(view.read_file("/both", 64).unwrap(), "triggered\napp\n");
 }
+
+#[test]
+fn concurrent_builds_on_one_store_share_the_cache_consistently() {
+    preconditions();
+    let context = context_with(&[("a.txt", "a\n")]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let dockerfile = format!("{BUSYBOX_BASE}\nCOPY a.txt /a.txt\nRUN echo once > /marker\n");
+    let ids: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let dockerfile = dockerfile.clone();
+                let context = context.path().to_path_buf();
+                let root = store_dir.path().to_path_buf();
+                scope.spawn(move || {
+                    // Each builder opens the store itself, as separate processes do.
+                    let store = Store::open(&root).unwrap();
+                    build(
+                        &store,
+                        &request(&context, &dockerfile),
+                        &LocalImages,
+                        &Silent,
+                    )
+                    .unwrap()
+                    .image_id
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let store = Store::open(store_dir.path()).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let again = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    assert!(
+        again
+            .steps
+            .iter()
+            .all(|s| !matches!(s.outcome, StepOutcome::Built { .. }))
+    );
+    assert_eq!(again.image_id, ids[0]);
+}
