@@ -1013,11 +1013,12 @@ impl Runner<'_> {
         Ok(Err(reasons))
     }
 
-    /// A cached layer is used only if its blob is there with the right size.
+    /// A cached layer is used only if its blob is there, of the right size,
+    /// and unchanged since its content was verified (or verifies again).
     fn layer_usable(&self, layer: &LayerInfo) -> bool {
         self.store
-            .blob_size(&layer.blob_digest)
-            .is_ok_and(|size| size == layer.compressed_size)
+            .blob_trusted(&layer.blob_digest, layer.compressed_size)
+            .unwrap_or(false)
     }
 
     fn remember(
@@ -1028,6 +1029,9 @@ impl Runner<'_> {
     ) -> Result<(), StepError> {
         let json = serde_json::to_string(inputs)
             .map_err(|e| StepError::Invalid(format!("encoding cache inputs: {e}")))?;
+        // The blob was hashed as it was written: record that, so hits
+        // need only compare its metadata.
+        self.store.mark_blob_verified(&layer.blob_digest)?;
         self.store.cache_put(&CacheRecord {
             key: inputs.key(),
             kind: kind.to_owned(),

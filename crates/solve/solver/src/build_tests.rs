@@ -267,6 +267,38 @@ COPY app /app/
         matches!(copy.outcome, StepOutcome::Built { .. }),
         "{copy:?}"
     );
+
+    // A cached layer whose blob was damaged (same size, other bytes) too.
+    let image = store.image("test/image:latest").unwrap();
+    let last = image.layers.last().unwrap();
+    let path = store.blob_path(&last.blob_digest);
+    let mut bytes = fs::read(&path).unwrap();
+    for byte in bytes.iter_mut().skip(20).take(8) {
+        *byte = !*byte;
+    }
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&path, perms).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    let rebuilt = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let copy = outcome(&rebuilt, "COPY app");
+    assert!(
+        matches!(copy.outcome, StepOutcome::Built { .. }),
+        "{copy:?}"
+    );
+    assert!(
+        copy.reasons
+            .iter()
+            .any(|r| matches!(r, MissReason::CachedLayerUnusable { .. })),
+        "{:?}",
+        copy.reasons
+    );
 }
 
 #[test]

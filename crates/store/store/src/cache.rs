@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS build_positions (
     key          TEXT NOT NULL,
     updated_unix INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS verified_blobs (
+    digest   TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    mtime_ns TEXT NOT NULL,
+    ctime_ns TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS context_stat_cache (
     context  TEXT NOT NULL,
     path     TEXT NOT NULL,
@@ -86,6 +93,16 @@ pub struct CachePruneReport {
     pub records_removed: u64,
     /// Bytes of layer blobs those records held that nothing else needs.
     pub bytes_reclaimed: u64,
+}
+
+fn blob_stat(meta: &std::fs::Metadata) -> (i64, i64, String, String) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        to_sql(meta.len()),
+        meta.ino() as i64,
+        (i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())).to_string(),
+        (i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())).to_string(),
+    )
 }
 
 fn now_unix() -> i64 {
@@ -373,6 +390,65 @@ impl Store {
         Ok(report)
     }
 
+    /// Records that a blob's content was just checked against its digest,
+    /// with the file's metadata at that moment.
+    pub fn mark_blob_verified(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        let meta = std::fs::metadata(&path).map_err(crate::error::io_err("reading", &path))?;
+        let (size, ino, mtime, ctime) = blob_stat(&meta);
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR REPLACE INTO verified_blobs (digest, size, ino, mtime_ns, ctime_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![digest.to_string(), size, ino, mtime, ctime],
+        )
+        .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Whether a blob can be trusted for a cache hit: present, of `size`
+    /// bytes, and either unchanged since its content was last verified
+    /// (same inode, size, mtime and ctime) or verified again now.
+    pub fn blob_trusted(&self, digest: &Digest, size: u64) -> Result<bool> {
+        let path = self.blob_path(digest);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(false);
+        };
+        if meta.len() != size {
+            return Ok(false);
+        }
+        let now = blob_stat(&meta);
+        let recorded = {
+            let conn = self.conn();
+            conn.query_row(
+                "SELECT size, ino, mtime_ns, ctime_ns FROM verified_blobs WHERE digest = ?1",
+                [digest.to_string()],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.db_err())?
+        };
+        if recorded.as_ref() == Some(&now) {
+            return Ok(true);
+        }
+        let mut reader = match self.open_blob_verified(digest) {
+            Ok(reader) => reader,
+            Err(_) => return Ok(false),
+        };
+        if std::io::copy(&mut reader, &mut std::io::sink()).is_err() {
+            return Ok(false);
+        }
+        self.mark_blob_verified(digest)?;
+        Ok(true)
+    }
+
     /// The stat-cache rows of one build context.
     pub fn stat_cache_load(&self, context: &str) -> Result<Vec<StatRecord>> {
         let conn = self.conn();
@@ -528,6 +604,26 @@ mod tests {
         assert_eq!(report.records_removed, 1);
         assert!(store.cache_get(&Digest::of(b"new")).unwrap().is_some());
         assert!(store.cache_get(&Digest::of(b"old")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_changed_blob_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let info = store.put_blob_bytes(b"layer content", None).unwrap();
+        assert!(store.blob_trusted(&info.digest, info.size).unwrap());
+        store.mark_blob_verified(&info.digest).unwrap();
+        assert!(store.blob_trusted(&info.digest, info.size).unwrap());
+        assert!(!store.blob_trusted(&info.digest, info.size + 1).unwrap());
+        // Same size, other bytes: caught by the changed ctime, then the hash.
+        let path = store.blob_path(&info.digest);
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(&path, perms).unwrap();
+        std::fs::write(&path, b"LAYER CONTENT").unwrap();
+        assert!(!store.blob_trusted(&info.digest, info.size).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!store.blob_trusted(&info.digest, info.size).unwrap());
     }
 
     #[test]
