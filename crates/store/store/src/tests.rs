@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stowage_digest::Digest;
 use stowage_image::{ImageConfig, LayerInfo, Platform, Reference, media_types};
@@ -525,7 +525,7 @@ fn docker_manifests_and_foreign_configs_are_kept_verbatim() {
 }
 
 #[test]
-fn list_images_is_fast_for_a_thousand_images() {
+fn list_images_lists_a_thousand_images_from_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     {
@@ -548,15 +548,10 @@ fn list_images_is_fast_for_a_thousand_images() {
         }
         tx.commit().unwrap();
     }
-    let start = Instant::now();
+    // Its speed is measured by `benches/list_images.rs`, not here.
     let list = store.list_images().unwrap();
-    let elapsed = start.elapsed();
     assert_eq!(list.len(), 1000);
     assert_eq!(list[0].tags[0].familiar(), "img999:latest");
-    assert!(
-        elapsed < Duration::from_millis(100),
-        "list_images took {elapsed:?}"
-    );
 }
 
 #[test]
