@@ -1152,35 +1152,16 @@ impl Runner<'_> {
                 MergedView::new(lowers_for(self.store, &layers)?),
             );
         }
-        let position_step = id.step;
-        match self.lookup(stage_index, position_step, state, &inputs)? {
-            Ok(layer) => {
-                state.key = inputs.key();
-                state.layers.push(layer.clone());
-                state.layer_keys.push(Some(inputs.key()));
-                self.push_history(state, created_by, false);
-                self.finish_step(
-                    id,
-                    text,
-                    StepOutcome::Cached,
-                    Vec::new(),
-                    started,
-                    Some(layer),
-                );
-                Ok(())
-            }
-            Err(reasons) => {
-                self.progress.event(Event::StepMissed {
-                    id,
-                    reasons: &reasons,
-                });
-                state.missed = true;
-                state.key = inputs.key();
-                if self.request.dry_run {
-                    self.push_history(state, created_by, false);
-                    self.finish_step(id, text, StepOutcome::WouldRun, reasons, started, None);
-                    return Ok(());
-                }
+        let mount_views = &mount_views;
+        self.layer_step(
+            stage_index,
+            state,
+            (id, text),
+            &inputs,
+            "run",
+            created_by,
+            started,
+            |state| {
                 let image_view = MergedView::new(lowers_for(self.store, &state.layers)?);
                 let prepared = mounts::prepare(
                     self.store,
@@ -1188,8 +1169,9 @@ impl Runner<'_> {
                     &self.request.secrets,
                     &image_view,
                     self.context.root(),
-                    &mount_views,
+                    mount_views,
                 )?;
+                let _scratch = ScratchDirs(prepared.scratch.clone());
                 let params = RunParams {
                     argv: argv.clone(),
                     env,
@@ -1201,35 +1183,16 @@ impl Runner<'_> {
                     clamp_mtime: self.request.timestamp,
                     compression: self.request.compression,
                 };
-                let layer = run_step(
+                run_step(
                     self.store,
                     &state.layers,
                     params,
                     self.progress,
                     id,
                     &self.cancel,
-                );
-                for dir in &prepared.scratch {
-                    crate::rootfs::remove_tree(dir);
-                }
-                drop(prepared);
-                let layer = layer?;
-                self.remember(&inputs, "run", &layer)?;
-                state.layers.push(layer.clone());
-                state.layer_keys.push(Some(inputs.key()));
-                self.push_history(state, created_by, false);
-                let bytes = layer.compressed_size;
-                self.finish_step(
-                    id,
-                    text,
-                    StepOutcome::Built { layer_bytes: bytes },
-                    reasons,
-                    started,
-                    Some(layer),
-                );
-                Ok(())
-            }
-        }
+                )
+            },
+        )
     }
 
     fn copy_instruction(
@@ -1374,50 +1337,68 @@ impl Runner<'_> {
             inputs.fields.insert("from".into(), from.to_owned());
         }
         inputs.files = plan.files.clone();
-        match self.lookup(stage_index, id.step, state, &inputs)? {
-            Ok(layer) => {
-                state.key = inputs.key();
-                state.layers.push(layer.clone());
-                state.layer_keys.push(Some(inputs.key()));
-                self.push_history(state, created_by.clone(), false);
-                self.finish_step(
-                    id,
-                    text,
-                    StepOutcome::Cached,
-                    Vec::new(),
-                    started,
-                    Some(layer),
-                );
-            }
+        let kind = if args.is_add { "add" } else { "copy" };
+        self.layer_step(
+            stage_index,
+            state,
+            (id, text),
+            &inputs,
+            kind,
+            created_by,
+            started,
+            |_| {
+                let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression);
+                drop(scratch);
+                layer
+            },
+        )
+    }
+
+    /// The shape every layer step shares: look its key up; on a hit reuse
+    /// the cached layer, on a miss say why and `produce` the layer (unless
+    /// this is a dry run), remember it, and add it to the stage.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_step(
+        &self,
+        stage_index: usize,
+        state: &mut StageState,
+        (id, text): (&StepId, &str),
+        inputs: &StepInputs,
+        kind: &str,
+        created_by: String,
+        started: Instant,
+        produce: impl FnOnce(&StageState) -> Result<LayerInfo, StepError>,
+    ) -> Result<(), StepError> {
+        let key = inputs.key();
+        let (outcome, reasons, layer) = match self.lookup(stage_index, id.step, state, inputs)? {
+            Ok(layer) => (StepOutcome::Cached, Vec::new(), Some(layer)),
             Err(reasons) => {
                 self.progress.event(Event::StepMissed {
                     id,
                     reasons: &reasons,
                 });
                 state.missed = true;
-                state.key = inputs.key();
                 if self.request.dry_run {
-                    self.push_history(state, created_by.clone(), false);
-                    self.finish_step(id, text, StepOutcome::WouldRun, reasons, started, None);
-                    return Ok(());
+                    (StepOutcome::WouldRun, reasons, None)
+                } else {
+                    let layer = produce(state)?;
+                    self.remember(inputs, kind, &layer)?;
+                    let bytes = layer.compressed_size;
+                    (
+                        StepOutcome::Built { layer_bytes: bytes },
+                        reasons,
+                        Some(layer),
+                    )
                 }
-                let layer = write_copy_layer(self.store, &plan, &spec, self.request.compression)?;
-                drop(scratch);
-                self.remember(&inputs, if args.is_add { "add" } else { "copy" }, &layer)?;
-                state.layers.push(layer.clone());
-                state.layer_keys.push(Some(inputs.key()));
-                self.push_history(state, created_by.clone(), false);
-                let bytes = layer.compressed_size;
-                self.finish_step(
-                    id,
-                    text,
-                    StepOutcome::Built { layer_bytes: bytes },
-                    reasons,
-                    started,
-                    Some(layer),
-                );
             }
+        };
+        state.key = key;
+        if let Some(layer) = &layer {
+            state.layers.push(layer.clone());
+            state.layer_keys.push(Some(key));
         }
+        self.push_history(state, created_by, false);
+        self.finish_step(id, text, outcome, reasons, started, layer);
         Ok(())
     }
 }

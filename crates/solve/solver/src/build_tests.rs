@@ -579,14 +579,11 @@ fn concurrent_builds_on_one_store_share_the_cache_consistently() {
                 scope.spawn(move || {
                     // Each builder opens the store itself, as separate processes do.
                     let store = Store::open(&root).unwrap();
-                    build(
-                        &store,
-                        &request(&context, &dockerfile),
-                        &LocalImages,
-                        &Silent,
-                    )
-                    .unwrap()
-                    .image_id
+                    // RUN output carries file times; clamping them makes
+                    // builds that raced on a miss produce the same layer.
+                    let mut req = request(&context, &dockerfile);
+                    req.timestamp = Some(1_700_000_000);
+                    build(&store, &req, &LocalImages, &Silent).unwrap().image_id
                 })
             })
             .collect();
@@ -596,13 +593,9 @@ fn concurrent_builds_on_one_store_share_the_cache_consistently() {
     let store = Store::open(store_dir.path()).unwrap();
     let report = store.verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
-    let again = build(
-        &store,
-        &request(context.path(), &dockerfile),
-        &LocalImages,
-        &Silent,
-    )
-    .unwrap();
+    let mut req = request(context.path(), &dockerfile);
+    req.timestamp = Some(1_700_000_000);
+    let again = build(&store, &req, &LocalImages, &Silent).unwrap();
     assert!(
         again
             .steps
