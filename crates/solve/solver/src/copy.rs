@@ -652,6 +652,50 @@ mod tests {
     /// `COPY d /new`: the contents of `d` go into a new `/new` made 0755 (and
     /// owned by `--chown`), not with `d`'s own mode, as Docker's builders do;
     /// an existing destination keeps its metadata.
+    /// A file edited between planning (hashing) and writing the layer, even
+    /// keeping its size, fails the step: no layer mixes old and new content.
+    #[test]
+    fn a_file_changed_while_the_layer_is_written_is_an_error() {
+        let ctx = tempfile::tempdir().unwrap();
+        fs::write(ctx.path().join("app.py"), "print(1)\n").unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = stowage_store::Store::open(store_dir.path()).unwrap();
+        let image = MergedView::new(Vec::new());
+        let context = Context::open(ctx.path(), Box::new(stowage_context::KeepAll)).unwrap();
+        let mut stat_cache = StatCache::new();
+        let sources = [Source::Path {
+            path: "app.py".into(),
+        }];
+        let spec = CopySpec {
+            sources: &sources,
+            dest: "/app/",
+            workdir: "/",
+            owner: None,
+            chmod: None,
+            excludes: &[],
+            clamp_mtime: None,
+        };
+        let mut from = CopyFrom::Context {
+            context: &context,
+            stat_cache: &mut stat_cache,
+        };
+        let plan = plan_copy(&mut from, &spec, &image).unwrap();
+        fs::write(ctx.path().join("app.py"), "print(2)\n").unwrap();
+        let error = write_copy_layer(
+            &store,
+            &plan,
+            &spec,
+            stowage_archive::Compression::Gzip { level: 1 },
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("changed while the build was reading it"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn directory_source_makes_its_destination_0755() {
         let ctx = tempfile::tempdir().unwrap();
