@@ -1261,9 +1261,10 @@ impl Runner<'_> {
                     None => {
                         self.images
                             .image(self.store, reference)
-                            .map_err(|detail| StepError::BaseImage {
-                                reference: reference.to_owned(),
-                                detail,
+                            .map_err(|detail| {
+                                StepError::Invalid(format!(
+                                    "COPY --from={reference}: no stage is named {reference:?} and no image {reference:?} was found ({detail})"
+                                ))
                             })?
                             .layers
                     }

@@ -604,3 +604,66 @@ fn concurrent_builds_on_one_store_share_the_cache_consistently() {
     );
     assert_eq!(again.image_id, ids[0]);
 }
+
+#[test]
+fn stage_graph_errors_point_at_the_line_and_unneeded_stages_are_skipped() {
+    preconditions();
+    let context = context_with(&[]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+
+    // A stage the target does not need is neither built nor pulled: its base
+    // does not even exist.
+    let dockerfile = format!(
+        "FROM no-such-registry.invalid/never:pulled AS unused\nRUN exit 1\n\n{BUSYBOX_BASE}RUN echo ok > /ok\n"
+    );
+    build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "COPY --from a missing stage",
+            "FROM scratch\nCOPY --from=nowhere /x /x\n",
+            &["no stage is named \"nowhere\"", "line 2"],
+        ),
+        (
+            "a stage copying from itself",
+            "FROM scratch AS self\nCOPY --from=self /x /x\n",
+            &["this stage or a later one", "line 2"],
+        ),
+        (
+            "a stage copying from a later one",
+            "FROM scratch AS first\nCOPY --from=second /x /x\nFROM scratch AS second\n",
+            &["this stage or a later one", "line 2"],
+        ),
+    ];
+    for (what, dockerfile, wanted) in cases {
+        let mut req = request(context.path(), dockerfile);
+        req.target = Some(if what.contains("later") { "first" } else { "0" }.to_owned());
+        if what.contains("missing") {
+            req.target = None;
+        }
+        let error = build(&store, &req, &LocalImages, &Silent)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: built"));
+        let text = error.to_string();
+        for fragment in wanted {
+            assert!(text.contains(fragment), "{what}: {text}");
+        }
+    }
+
+    let mut req = request(context.path(), "FROM scratch AS a\nFROM scratch AS b\n");
+    req.target = Some("c".to_owned());
+    let text = build(&store, &req, &LocalImages, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("--target \"c\" names no stage") && text.contains("a, b"),
+        "{text}"
+    );
+}
