@@ -575,7 +575,9 @@ impl Progress for Printer {
                     live.lines_total += 1;
                     match self.mode {
                         ProgressMode::Tty => {
-                            live.window.push(line);
+                            // Prefixed, so steps of stages running at once
+                            // stay apart in the window.
+                            live.window.push(format!("{} {line}", step_prefix(id)));
                             if live.window.len() > LIVE_LINES {
                                 live.window.remove(0);
                             }
