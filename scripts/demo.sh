@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export STOWAGE_ROOT=${STOWAGE_ROOT:-/var/lib/stowage}
 bash scripts/services.sh deps >/dev/null
 cargo build --release -q -p stowage
-stowage=target/release/stowage
+stowage=${CARGO_TARGET_DIR:-target}/release/stowage
 
 base=localhost/debian:bookworm
 if ! "$stowage" inspect "$base" >/dev/null 2>&1; then
