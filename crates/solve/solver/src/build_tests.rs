@@ -70,10 +70,10 @@ fn independent_stages_run_at_once_and_the_final_image_has_only_its_layers() {
     let dockerfile = format!(
         "{BUSYBOX_BASE}
 FROM base AS one
-RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end
+RUN cut -d' ' -f1 /proc/uptime > /start && sleep 2 && cut -d' ' -f1 /proc/uptime > /end
 
 FROM base AS two
-RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end
+RUN cut -d' ' -f1 /proc/uptime > /start && sleep 2 && cut -d' ' -f1 /proc/uptime > /end
 
 FROM scratch
 COPY --from=one /start /one-start
