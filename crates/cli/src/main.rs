@@ -71,7 +71,6 @@ fn main() -> ExitCode {
         Command::Images(cmd) => commands::images::run(cmd, &globals),
         Command::Registry(cmd) => commands::registry::run(&cmd, &globals),
     };
-    let _ = &globals;
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -442,22 +442,7 @@ fn read_dockerfile(path: &Path) -> anyhow::Result<DockerfileInput> {
 
 /// Files and bytes of the whole context after .dockerignore.
 fn context_summary(dir: &Path, dockerfile: Option<&Path>) -> Option<(u64, u64)> {
-    let default = dir.join("Dockerfile");
-    let filter =
-        stowage_dockerignore::ContextFilter::load(dir, dockerfile.unwrap_or(&default)).ok()?;
-    struct Filter(stowage_dockerignore::ContextFilter);
-    impl stowage_context::PathFilter for Filter {
-        fn is_excluded(&self, rel: &str) -> Result<bool, String> {
-            self.0
-                .is_included(rel)
-                .map(|i| !i)
-                .map_err(|e| e.to_string())
-        }
-        fn can_skip_excluded_dir(&self, rel: &str) -> bool {
-            self.0.can_skip_dir(rel)
-        }
-    }
-    let context = stowage_context::Context::open(dir, Box::new(Filter(filter))).ok()?;
+    let context = stowage_solver::open_build_context(dir, dockerfile).ok()?;
     context.summary().ok().map(|s| (s.files, s.bytes))
 }
 

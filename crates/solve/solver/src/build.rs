@@ -5,7 +5,7 @@
 //! the store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -648,14 +648,16 @@ fn stage_references(instruction: &Instruction) -> Vec<String> {
 }
 
 fn open_context(request: &BuildRequest) -> Result<Context, BuildError> {
-    let dockerfile_path = request
-        .dockerfile
-        .path
-        .clone()
-        .unwrap_or_else(|| request.context.join("Dockerfile"));
-    let filter = stowage_dockerignore::ContextFilter::load(&request.context, &dockerfile_path)
+    open_build_context(&request.context, request.dockerfile.path.as_deref())
+}
+
+/// Opens a build context filtered by its `.dockerignore` (or the
+/// `<Dockerfile>.dockerignore` next to `dockerfile`, which wins).
+pub fn open_build_context(dir: &Path, dockerfile: Option<&Path>) -> Result<Context, BuildError> {
+    let default = dir.join("Dockerfile");
+    let filter = stowage_dockerignore::ContextFilter::load(dir, dockerfile.unwrap_or(&default))
         .map_err(|e| BuildError::Setup(format!("reading .dockerignore: {e}")))?;
-    Context::open(&request.context, Box::new(IgnoreFilter(filter)))
+    Context::open(dir, Box::new(IgnoreFilter(filter)))
         .map_err(|e| BuildError::Setup(format!("build context: {e}")))
 }
 

@@ -20,6 +20,7 @@ pub mod run;
 
 pub use build::{
     BuildRequest, BuildResult, DockerfileInput, ImageSource, LocalImages, StepReport, build,
+    open_build_context,
 };
 pub use error::{BuildError, StepError, StepLocation};
 pub use progress::{Event, Progress, Silent, StepId, StepOutcome};
