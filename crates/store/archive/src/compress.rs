@@ -317,7 +317,8 @@ impl<W: Write> ParallelGzipWriter<W> {
         ));
         let dictionary = self.previous_chunk.replace(Arc::clone(&input));
         if let Some(compressor) = self.inline_compressor.as_mut() {
-            let compressed = compress_chunk(compressor, &input, dictionary.as_deref(), last)?;
+            let compressed =
+                compress_chunk(compressor, self.level, &input, dictionary.as_deref(), last)?;
             return self.write_chunk(compressed);
         }
         while self.pending.len() >= self.max_pending {
@@ -401,6 +402,7 @@ fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32) {
         };
         let result = compress_chunk(
             &mut compressor,
+            level,
             &job.input,
             job.dictionary.as_deref(),
             job.last,
@@ -414,11 +416,14 @@ fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32) {
 /// Raw-deflates one chunk with a fresh stream state primed with the previous chunk's window.
 fn compress_chunk(
     compressor: &mut Compress,
+    level: u32,
     input: &[u8],
     previous: Option<&Vec<u8>>,
     last: bool,
 ) -> io::Result<CompressedChunk> {
-    compressor.reset();
+    // A fresh state, not `reset()`: a reset zlib-rs stream kept enough of its
+    // previous chunk that the bytes depended on which worker got which chunk.
+    *compressor = new_raw_deflate(level);
     if let Some(previous) = previous {
         let window_start = previous.len().saturating_sub(DEFLATE_WINDOW);
         let window = previous.get(window_start..).unwrap_or_default();
