@@ -667,3 +667,79 @@ fn stage_graph_errors_point_at_the_line_and_unneeded_stages_are_skipped() {
         "{text}"
     );
 }
+
+/// A one-file change to a big COPY recompresses only the gzip chunks around that file; the
+/// rest is copied from the previous blob, and the layer is bit-identical to one compressed
+/// from scratch in an empty store.
+#[test]
+fn a_rebuilt_copy_layer_reuses_unchanged_gzip_chunks_with_identical_bytes() {
+    let context = tempfile::tempdir().unwrap();
+    let mut state: u64 = 0x1234_5678_9abc_def1;
+    for file in 0..400 {
+        let mut content = String::new();
+        for _ in 0..(50 + file % 200) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            content.push_str(&format!("{file} line {state:x}\n"));
+        }
+        let path = context
+            .path()
+            .join(format!("src/d{}/f{file:04}.txt", file % 7));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    let dockerfile = "FROM scratch\nCOPY . /app\n";
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let first = build(
+        &store,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let first_layer = first.layers.last().unwrap().clone();
+    let first_chunks = store.deflate_chunk_count(&first_layer.blob_digest).unwrap();
+    assert!(
+        first_chunks > 5,
+        "a multi-chunk layer: {first_chunks} chunks"
+    );
+
+    let edited = context.path().join("src/d4/f0200.txt");
+    let mut text = fs::read_to_string(&edited).unwrap();
+    text.push_str(&"an edit that grows the file past a tar block\n".repeat(20));
+    fs::write(&edited, text).unwrap();
+    let second = build(
+        &store,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    let second_layer = second.layers.last().unwrap().clone();
+    assert_ne!(second_layer.diff_id, first_layer.diff_id);
+    // Reused chunks keep their first location, so the new blob owns only what it deflated.
+    let deflated_again = store
+        .deflate_chunk_count(&second_layer.blob_digest)
+        .unwrap();
+    assert!(
+        deflated_again <= 4,
+        "{deflated_again} of about {first_chunks} chunks were deflated again"
+    );
+
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = Store::open(fresh_dir.path()).unwrap();
+    let scratch = build(
+        &fresh,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        scratch.layers.last().unwrap().blob_digest,
+        second_layer.blob_digest
+    );
+    assert_eq!(scratch.image_id, second.image_id);
+}

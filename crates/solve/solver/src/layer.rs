@@ -1,13 +1,21 @@
 //! Writing a layer into the store in one pass: tar bytes are hashed for the
-//! diff_id, compressed, hashed again for the blob digest, and streamed into a
-//! verified, atomically committed blob.
+//! diff_id, compressed, and streamed into a blob writer that hashes them for the
+//! blob digest and commits atomically. gzip layers take their unchanged chunks
+//! from earlier blobs (the store's deflate chunk index) and record their own
+//! chunks for the next build: a one-file change to a big COPY recompresses a
+//! few hundred KiB, not the whole layer, and the bytes are identical either way.
 
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
 
-use stowage_archive::{CompressingWriter, Compression, default_compression_threads};
+use stowage_archive::{
+    CompressingWriter, Compression, DeflateChunkKey, DeflateMemo, default_compression_threads,
+};
 use stowage_digest::HashingWriter;
 use stowage_image::{LayerInfo, media_types};
-use stowage_store::{BlobWriter, Store};
+use stowage_store::{BlobWriter, DeflateChunkIndex, DeflateChunkRecord, Store};
 
 use crate::error::StepError;
 
@@ -30,50 +38,163 @@ pub fn oci_layer_media_type(media_type: &str) -> String {
     }
 }
 
-/// A `Write` that turns uncompressed tar bytes into a stored layer blob.
-pub struct LayerSink {
-    compression: Compression,
-    inner: HashingWriter<CompressingWriter<HashingWriter<BlobWriter>>>,
+/// The store's chunk index as the gzip writer's memo.
+struct StoreChunkMemo(DeflateChunkIndex);
+
+impl DeflateMemo for StoreChunkMemo {
+    fn find(&self, key: &DeflateChunkKey) -> Option<Vec<u8>> {
+        self.0.find(key)
+    }
 }
 
-impl LayerSink {
+/// Buffers of compressed bytes handed to this many bytes at a time.
+const BACKGROUND_BUFFER: usize = 1024 * 1024;
+
+/// Writes into a blob on its own thread, so that the blob's sha256 and the copy
+/// into the page cache run beside the tar hashing and compression.
+struct BackgroundBlobWriter {
+    buffer: Vec<u8>,
+    sender: Option<SyncSender<Vec<u8>>>,
+    thread: Option<JoinHandle<io::Result<BlobWriter>>>,
+}
+
+impl BackgroundBlobWriter {
+    fn new(mut blob: BlobWriter) -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || {
+            for buffer in receiver {
+                blob.write_all(&buffer)?;
+            }
+            Ok(blob)
+        });
+        Self {
+            buffer: Vec::with_capacity(BACKGROUND_BUFFER),
+            sender: Some(sender),
+            thread: Some(thread),
+        }
+    }
+
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(BACKGROUND_BUFFER));
+        let sent = self.sender.as_ref().map(|sender| sender.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its result says why.
+            _ => match self.join() {
+                Err(error) => Err(error),
+                Ok(_) => Err(io::Error::other("the blob writer thread stopped")),
+            },
+        }
+    }
+
+    fn join(&mut self) -> io::Result<BlobWriter> {
+        self.sender = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other("the blob writer thread already finished"))?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other("the blob writer thread panicked"))?
+    }
+
+    /// Writes what is buffered and returns the blob writer.
+    fn finish(mut self) -> io::Result<BlobWriter> {
+        self.send_buffer()?;
+        self.join()
+    }
+}
+
+impl Write for BackgroundBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= BACKGROUND_BUFFER {
+            self.send_buffer()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundBlobWriter {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            // An abandoned layer: the blob writer's temp file is removed when it drops.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `Write` that turns uncompressed tar bytes into a stored layer blob.
+pub struct LayerSink<'s> {
+    store: &'s Store,
+    compression: Compression,
+    inner: HashingWriter<CompressingWriter<BackgroundBlobWriter>>,
+}
+
+impl<'s> LayerSink<'s> {
     /// A sink writing a new blob into `store`.
-    pub fn new(store: &Store, compression: Compression) -> Result<Self, StepError> {
+    pub fn new(store: &'s Store, compression: Compression) -> Result<Self, StepError> {
         let blob = store.blob_writer(None, None)?;
-        let compressor = CompressingWriter::new(
+        let memo: Option<Arc<dyn DeflateMemo>> = match compression {
+            Compression::Gzip { .. } => {
+                Some(Arc::new(StoreChunkMemo(store.deflate_chunk_index()?)))
+            }
+            Compression::None | Compression::Zstd { .. } => None,
+        };
+        let compressor = CompressingWriter::with_memo(
             compression,
             default_compression_threads(),
-            HashingWriter::new(blob),
+            BackgroundBlobWriter::new(blob),
+            memo,
         )
         .map_err(StepError::io("starting compression for", store.tmp_dir()))?;
         Ok(Self {
+            store,
             compression,
             inner: HashingWriter::new(compressor),
         })
     }
 
-    /// Finishes compression, commits the blob and describes the layer.
+    /// Finishes compression, commits the blob, records its gzip chunks for later builds and
+    /// describes the layer.
     pub fn finish(self) -> Result<LayerInfo, StepError> {
         let (compressor, diff_id, uncompressed) = self.inner.finish();
-        let blob_hasher = compressor.finish().map_err(|source| StepError::Io {
+        let finish_error = |source| StepError::Io {
             action: "finishing the compressed layer in",
             path: std::path::PathBuf::from("the store"),
             source,
-        })?;
-        let (blob, blob_digest, compressed) = blob_hasher.finish();
-        let info = blob.commit()?;
-        debug_assert_eq!(info.digest, blob_digest);
+        };
+        let (blob, chunks, _stats) = compressor.finish_with_chunks().map_err(finish_error)?;
+        let info = blob.finish().map_err(finish_error)?.commit()?;
+        let records: Vec<DeflateChunkRecord> = chunks
+            .iter()
+            .map(|chunk| DeflateChunkRecord {
+                key: chunk.key,
+                offset: chunk.offset,
+                length: chunk.length,
+                checksum: chunk.check,
+            })
+            .collect();
+        self.store.record_deflate_chunks(&info.digest, &records)?;
         Ok(LayerInfo {
             diff_id,
             blob_digest: info.digest,
             media_type: layer_media_type(self.compression).to_owned(),
-            compressed_size: compressed.max(info.size),
+            compressed_size: info.size,
             uncompressed_size: Some(uncompressed),
         })
     }
 }
 
-impl Write for LayerSink {
+impl Write for LayerSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write(buf)
     }

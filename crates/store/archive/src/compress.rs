@@ -1,12 +1,21 @@
 //! Deterministic layer compression and one-pass layer digests.
 //!
-//! **gzip** ([`ParallelGzipWriter`]): the input is cut into independent 128 KiB chunks. Each
-//! chunk is raw-deflated by a fresh (reset) compressor primed with the previous chunk's last
-//! 32 KiB as a preset dictionary, and ended with a sync flush (the last one with a final
+//! **gzip** ([`ParallelGzipWriter`]): the input is cut into independent chunks of 64 to
+//! 256 KiB. Each chunk is raw-deflated by a fresh compressor primed with the previous chunk's
+//! last 32 KiB as a preset dictionary, and ended with a sync flush (the last one with a final
 //! block); the pieces concatenate into one valid deflate stream, as pigz does. Chunks are
 //! compressed on worker threads and written in order, and the CRC-32 is combined per chunk.
 //! The bytes depend only on the input and the level, *never on the thread count*, so one
-//! thread and eight threads give the same blob digest. The 10-byte header is the one Go's
+//! thread and eight threads give the same blob digest.
+//!
+//! The cuts are content-defined: only at 512-byte tar-block boundaries, where a hash of the
+//! block's first bytes hits a pattern (or at the 256 KiB ceiling). A file that changes size in
+//! the middle of a layer therefore shifts the cuts only until the next matching block, and
+//! the chunks after it have the same input as before. Since a chunk's deflated bytes are a
+//! pure function of (level, last, dictionary, input), a [`DeflateMemo`] that remembers them by
+//! a sha256 of exactly that lets a rebuilt layer copy every unchanged chunk from an earlier
+//! blob instead of compressing it again, with bit-identical output. The writer reports where
+//! each chunk landed ([`DeflatedChunk`]) so the caller can record them for the next build. The 10-byte header is the one Go's
 //! `compress/gzip` writes (what BuildKit and Docker emit): no name, mtime 0, XFL 2 at level 9,
 //! 4 at level 1 and 0 otherwise, and OS byte 255 ("unknown").
 //!
@@ -32,8 +41,17 @@ use stowage_digest::{Digest, HashingWriter};
 
 use crate::writer::{LayerWriteError, LayerWriterOptions, TarStats, write_layer_tar};
 
-/// Bytes of input per independently compressed gzip chunk.
-pub const GZIP_CHUNK_SIZE: usize = 128 * 1024;
+/// Most bytes of input in one independently compressed gzip chunk (a cut is forced there).
+pub const GZIP_CHUNK_SIZE: usize = 256 * 1024;
+/// Fewest bytes of input in a gzip chunk before a content-defined cut may end it.
+const GZIP_MIN_CHUNK: usize = 64 * 1024;
+/// Cuts fall only on multiples of this (the tar block size) from the chunk's start.
+const CUT_BLOCK: usize = 512;
+/// Bytes of a block that decide whether a chunk ends before it.
+const CUT_SAMPLE: usize = 16;
+/// Domain separation and version of [`DeflateMemo`] keys; bump when the key's inputs or the
+/// compressor's output for them could change.
+const MEMO_KEY_DOMAIN: &[u8] = b"stowage deflate chunk v1\0";
 /// Size of the deflate window carried from one chunk to the next as a preset dictionary.
 const DEFLATE_WINDOW: usize = 32 * 1024;
 /// zstd worker count; fixed so that output does not depend on the machine.
@@ -152,11 +170,22 @@ impl<W: Write> std::fmt::Debug for CompressingWriter<W> {
 impl<W: Write> CompressingWriter<W> {
     /// Starts a compressed stream. `threads` is used for gzip (zstd uses [`ZSTD_WORKERS`]).
     pub fn new(compression: Compression, threads: usize, out: W) -> io::Result<Self> {
+        Self::with_memo(compression, threads, out, None)
+    }
+
+    /// [`CompressingWriter::new`] whose gzip stream reuses chunks from `memo` (see
+    /// [`ParallelGzipWriter::with_memo`]); other compressions ignore it.
+    pub fn with_memo(
+        compression: Compression,
+        threads: usize,
+        out: W,
+        memo: Option<Arc<dyn DeflateMemo>>,
+    ) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => CompressingWriter::Plain(out),
-            Compression::Gzip { level } => {
-                CompressingWriter::Gzip(Box::new(ParallelGzipWriter::new(out, level, threads)?))
-            }
+            Compression::Gzip { level } => CompressingWriter::Gzip(Box::new(
+                ParallelGzipWriter::with_memo(out, level, threads, memo)?,
+            )),
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
                 encoder.multithread(ZSTD_WORKERS)?;
@@ -170,10 +199,18 @@ impl<W: Write> CompressingWriter<W> {
 
     /// Ends the stream (trailer, checksum) and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
+        self.finish_with_chunks().map(|(out, _, _)| out)
+    }
+
+    /// [`CompressingWriter::finish`], also returning the gzip chunks written with a memo
+    /// (see [`ParallelGzipWriter::finish_with_chunks`]; empty for other compressions).
+    pub fn finish_with_chunks(self) -> io::Result<(W, Vec<DeflatedChunk>, GzipChunkStats)> {
         match self {
-            CompressingWriter::Plain(out) => Ok(out),
-            CompressingWriter::Gzip(gzip) => gzip.finish(),
-            CompressingWriter::Zstd(encoder) => encoder.finish(),
+            CompressingWriter::Plain(out) => Ok((out, Vec::new(), GzipChunkStats::default())),
+            CompressingWriter::Gzip(gzip) => gzip.finish_with_chunks(),
+            CompressingWriter::Zstd(encoder) => {
+                Ok((encoder.finish()?, Vec::new(), GzipChunkStats::default()))
+            }
         }
     }
 }
@@ -197,10 +234,45 @@ impl<W: Write> Write for CompressingWriter<W> {
     }
 }
 
+/// The sha256 naming one gzip chunk's deflated bytes: of the level, whether it is the last
+/// chunk, its preset dictionary and its input.
+pub type DeflateChunkKey = [u8; 32];
+
+/// Deflated chunks remembered from earlier gzip streams (see the module docs).
+pub trait DeflateMemo: Send + Sync {
+    /// The deflated bytes recorded for `key`, if they are still at hand and intact.
+    fn find(&self, key: &DeflateChunkKey) -> Option<Vec<u8>>;
+}
+
+/// Where one chunk's deflated bytes landed in a gzip stream written with a memo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflatedChunk {
+    /// The chunk's [`DeflateChunkKey`].
+    pub key: DeflateChunkKey,
+    /// Offset of its first deflated byte in the gzip stream (after the 10-byte header).
+    pub offset: u64,
+    /// Its deflated length.
+    pub length: u64,
+    /// CRC-32 of its deflated bytes, for a memo to check them before reuse.
+    pub check: u32,
+}
+
+/// How a [`ParallelGzipWriter`] got its chunks' bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GzipChunkStats {
+    /// Chunks deflated here.
+    pub compressed: u64,
+    /// Chunks copied from the memo.
+    pub reused: u64,
+}
+
 /// One chunk's compressed bytes and CRC.
 struct CompressedChunk {
     deflated: Vec<u8>,
     crc: crc32fast::Hasher,
+    /// Set when a memo is in use: the key and the deflated bytes' CRC.
+    memo_key: Option<(DeflateChunkKey, u32)>,
+    reused: bool,
 }
 
 /// Work for a gzip worker thread.
@@ -211,13 +283,20 @@ struct ChunkJob {
     reply: SyncSender<io::Result<CompressedChunk>>,
 }
 
-/// Deterministic gzip writer compressing 128 KiB chunks on `threads` worker threads (see the
-/// module docs). With one thread it compresses inline and yields the same bytes.
+/// Deterministic gzip writer compressing content-defined chunks on `threads` worker threads
+/// (see the module docs). With one thread it compresses inline and yields the same bytes.
 pub struct ParallelGzipWriter<W: Write> {
     out: Option<W>,
     level: u32,
     chunk: Vec<u8>,
+    /// Offset in `chunk` of the next block start to consider for a cut.
+    next_cut_candidate: usize,
     previous_chunk: Option<Arc<Vec<u8>>>,
+    memo: Option<Arc<dyn DeflateMemo>>,
+    /// Bytes written to `out` so far (header included).
+    out_offset: u64,
+    chunks_written: Vec<DeflatedChunk>,
+    stats: GzipChunkStats,
     pending: VecDeque<Receiver<io::Result<CompressedChunk>>>,
     max_pending: usize,
     jobs: Option<SyncSender<ChunkJob>>,
@@ -240,7 +319,19 @@ impl<W: Write> std::fmt::Debug for ParallelGzipWriter<W> {
 
 impl<W: Write> ParallelGzipWriter<W> {
     /// Writes the gzip header to `out` and starts `threads` workers (none when `threads <= 1`).
-    pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
+    pub fn new(out: W, level: u32, threads: usize) -> io::Result<Self> {
+        Self::with_memo(out, level, threads, None)
+    }
+
+    /// [`ParallelGzipWriter::new`] that takes unchanged chunks from `memo` and reports every
+    /// chunk it writes ([`ParallelGzipWriter::finish_with_chunks`]). The bytes are the same
+    /// with or without a memo.
+    pub fn with_memo(
+        mut out: W,
+        level: u32,
+        threads: usize,
+        memo: Option<Arc<dyn DeflateMemo>>,
+    ) -> io::Result<Self> {
         if level > 9 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -252,12 +343,18 @@ impl<W: Write> ParallelGzipWriter<W> {
             1 => 4,
             _ => 0,
         };
-        out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, extra_flags, 255])?;
+        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, extra_flags, 255];
+        out.write_all(&header)?;
         let mut writer = ParallelGzipWriter {
             out: Some(out),
             level,
-            chunk: Vec::with_capacity(GZIP_CHUNK_SIZE),
+            chunk: Vec::with_capacity(GZIP_CHUNK_SIZE + CUT_SAMPLE),
+            next_cut_candidate: 0,
             previous_chunk: None,
+            memo,
+            out_offset: header.len() as u64,
+            chunks_written: Vec::new(),
+            stats: GzipChunkStats::default(),
             pending: VecDeque::new(),
             max_pending: threads.saturating_mul(2).max(1),
             jobs: None,
@@ -273,8 +370,9 @@ impl<W: Write> ParallelGzipWriter<W> {
             let job_receiver = Arc::new(Mutex::new(job_receiver));
             for _ in 0..threads {
                 let job_receiver = Arc::clone(&job_receiver);
+                let memo = writer.memo.clone();
                 writer.workers.push(std::thread::spawn(move || {
-                    gzip_worker(&job_receiver, level);
+                    gzip_worker(&job_receiver, level, memo.as_deref());
                 }));
             }
             writer.jobs = Some(job_sender);
@@ -283,8 +381,15 @@ impl<W: Write> ParallelGzipWriter<W> {
     }
 
     /// Compresses what is buffered, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.submit_chunk(true)?;
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_chunks().map(|(out, _, _)| out)
+    }
+
+    /// [`ParallelGzipWriter::finish`], also returning where each chunk landed (only with a
+    /// memo; empty otherwise) and how many chunks were compressed or reused.
+    pub fn finish_with_chunks(mut self) -> io::Result<(W, Vec<DeflatedChunk>, GzipChunkStats)> {
+        let rest = std::mem::take(&mut self.chunk);
+        self.submit_chunk(rest, true)?;
         while !self.pending.is_empty() {
             self.write_oldest()?;
         }
@@ -298,7 +403,7 @@ impl<W: Write> ParallelGzipWriter<W> {
             .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
         out.write_all(&crc.to_le_bytes())?;
         out.write_all(&input_size.to_le_bytes())?;
-        Ok(out)
+        Ok((out, std::mem::take(&mut self.chunks_written), self.stats))
     }
 
     fn stop_workers(&mut self) {
@@ -309,16 +414,19 @@ impl<W: Write> ParallelGzipWriter<W> {
         }
     }
 
-    /// Hands the buffered chunk to a worker (or compresses it inline).
-    fn submit_chunk(&mut self, last: bool) -> io::Result<()> {
-        let input = Arc::new(std::mem::replace(
-            &mut self.chunk,
-            Vec::with_capacity(if last { 0 } else { GZIP_CHUNK_SIZE }),
-        ));
+    /// Hands one chunk's input to a worker (or compresses it inline).
+    fn submit_chunk(&mut self, input: Vec<u8>, last: bool) -> io::Result<()> {
+        let input = Arc::new(input);
         let dictionary = self.previous_chunk.replace(Arc::clone(&input));
         if let Some(compressor) = self.inline_compressor.as_mut() {
-            let compressed =
-                compress_chunk(compressor, self.level, &input, dictionary.as_deref(), last)?;
+            let compressed = produce_chunk(
+                compressor,
+                self.level,
+                self.memo.as_deref(),
+                &input,
+                dictionary.as_deref(),
+                last,
+            )?;
             return self.write_chunk(compressed);
         }
         while self.pending.len() >= self.max_pending {
@@ -357,7 +465,40 @@ impl<W: Write> ParallelGzipWriter<W> {
             .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
         out.write_all(&compressed.deflated)?;
         self.crc.combine(&compressed.crc);
+        let length = compressed.deflated.len() as u64;
+        if let Some((key, check)) = compressed.memo_key {
+            self.chunks_written.push(DeflatedChunk {
+                key,
+                offset: self.out_offset,
+                length,
+                check,
+            });
+        }
+        self.out_offset = self.out_offset.saturating_add(length);
+        if compressed.reused {
+            self.stats.reused += 1;
+        } else {
+            self.stats.compressed += 1;
+        }
         Ok(())
+    }
+
+    /// Finds the first content-defined cut in the buffered input, if one is decidable yet:
+    /// a block start at or past [`GZIP_MIN_CHUNK`] whose sample matches, or the ceiling.
+    fn find_cut(&mut self) -> Option<usize> {
+        let mut candidate = self.next_cut_candidate.max(GZIP_MIN_CHUNK);
+        while candidate.saturating_add(CUT_SAMPLE) <= self.chunk.len() {
+            if candidate >= GZIP_CHUNK_SIZE {
+                return Some(GZIP_CHUNK_SIZE);
+            }
+            let sample = self.chunk.get(candidate..candidate + CUT_SAMPLE)?;
+            if is_cut_sample(sample) {
+                return Some(candidate);
+            }
+            candidate += CUT_BLOCK;
+        }
+        self.next_cut_candidate = candidate;
+        None
     }
 }
 
@@ -370,13 +511,19 @@ impl<W: Write> Drop for ParallelGzipWriter<W> {
 
 impl<W: Write> Write for ParallelGzipWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = GZIP_CHUNK_SIZE.saturating_sub(self.chunk.len());
+        // Room up to the ceiling plus one sample, so a cut is always decidable when full.
+        let room = (GZIP_CHUNK_SIZE + CUT_SAMPLE).saturating_sub(self.chunk.len());
         let taken = room.min(buf.len());
         self.chunk
             .extend_from_slice(buf.get(..taken).unwrap_or_default());
         self.total_in = self.total_in.wrapping_add(taken as u64);
-        if self.chunk.len() >= GZIP_CHUNK_SIZE {
-            self.submit_chunk(false)?;
+        while let Some(cut) = self.find_cut() {
+            let mut rest = Vec::with_capacity(GZIP_CHUNK_SIZE + CUT_SAMPLE);
+            rest.extend_from_slice(self.chunk.get(cut..).unwrap_or_default());
+            self.chunk.truncate(cut);
+            let input = std::mem::replace(&mut self.chunk, rest);
+            self.next_cut_candidate = 0;
+            self.submit_chunk(input, false)?;
         }
         Ok(taken)
     }
@@ -390,7 +537,93 @@ fn new_raw_deflate(level: u32) -> Compress {
     Compress::new(flate2::Compression::new(level), false)
 }
 
-fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32) {
+/// Whether a chunk may end before a block starting with `sample`: about one block in 128.
+fn is_cut_sample(sample: &[u8]) -> bool {
+    let mut words = [0u8; CUT_SAMPLE];
+    for (word, byte) in words.iter_mut().zip(sample) {
+        *word = *byte;
+    }
+    let [
+        l0,
+        l1,
+        l2,
+        l3,
+        l4,
+        l5,
+        l6,
+        l7,
+        h0,
+        h1,
+        h2,
+        h3,
+        h4,
+        h5,
+        h6,
+        h7,
+    ] = words;
+    let low = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+    let high = u64::from_le_bytes([h0, h1, h2, h3, h4, h5, h6, h7]);
+    let mixed =
+        (low ^ high.rotate_left(29) ^ 0x6a09_e667_f3bc_c908).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed >> 57 == 0
+}
+
+/// The memo key of a chunk: level, last flag, dictionary window and input.
+fn memo_key(level: u32, last: bool, window: &[u8], input: &[u8]) -> DeflateChunkKey {
+    let mut hasher = stowage_digest::Hasher::new();
+    hasher.update(MEMO_KEY_DOMAIN);
+    hasher.update(&[u8::try_from(level).unwrap_or(u8::MAX), u8::from(last)]);
+    hasher.update(&(window.len() as u64).to_le_bytes());
+    hasher.update(window);
+    hasher.update(input);
+    *hasher.finish().as_bytes()
+}
+
+/// The last [`DEFLATE_WINDOW`] bytes of the previous chunk.
+fn dictionary_window(previous: Option<&Vec<u8>>) -> &[u8] {
+    previous.map_or(&[][..], |previous| {
+        let window_start = previous.len().saturating_sub(DEFLATE_WINDOW);
+        previous.get(window_start..).unwrap_or_default()
+    })
+}
+
+/// One chunk's output: from the memo when it has it, else deflated here.
+fn produce_chunk(
+    compressor: &mut Compress,
+    level: u32,
+    memo: Option<&dyn DeflateMemo>,
+    input: &[u8],
+    previous: Option<&Vec<u8>>,
+    last: bool,
+) -> io::Result<CompressedChunk> {
+    let window = dictionary_window(previous);
+    let Some(memo) = memo else {
+        return compress_chunk(compressor, level, input, window, last);
+    };
+    let key = memo_key(level, last, window, input);
+    let (mut chunk, reused) = match memo.find(&key) {
+        Some(deflated) => {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(input);
+            let chunk = CompressedChunk {
+                deflated,
+                crc,
+                memo_key: None,
+                reused: true,
+            };
+            (chunk, true)
+        }
+        None => (
+            compress_chunk(compressor, level, input, window, last)?,
+            false,
+        ),
+    };
+    chunk.memo_key = Some((key, crc32fast::hash(&chunk.deflated)));
+    chunk.reused = reused;
+    Ok(chunk)
+}
+
+fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32, memo: Option<&dyn DeflateMemo>) {
     let mut compressor = new_raw_deflate(level);
     loop {
         let job = match jobs.lock() {
@@ -400,9 +633,10 @@ fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32) {
         let Ok(job) = job else {
             return;
         };
-        let result = compress_chunk(
+        let result = produce_chunk(
             &mut compressor,
             level,
+            memo,
             &job.input,
             job.dictionary.as_deref(),
             job.last,
@@ -418,20 +652,16 @@ fn compress_chunk(
     compressor: &mut Compress,
     level: u32,
     input: &[u8],
-    previous: Option<&Vec<u8>>,
+    window: &[u8],
     last: bool,
 ) -> io::Result<CompressedChunk> {
     // A fresh state, not `reset()`: a reset zlib-rs stream kept enough of its
     // previous chunk that the bytes depended on which worker got which chunk.
     *compressor = new_raw_deflate(level);
-    if let Some(previous) = previous {
-        let window_start = previous.len().saturating_sub(DEFLATE_WINDOW);
-        let window = previous.get(window_start..).unwrap_or_default();
-        if !window.is_empty() {
-            compressor
-                .set_dictionary(window)
-                .map_err(io::Error::other)?;
-        }
+    if !window.is_empty() {
+        compressor
+            .set_dictionary(window)
+            .map_err(io::Error::other)?;
     }
     let flush = if last {
         FlushCompress::Finish
@@ -465,7 +695,12 @@ fn compress_chunk(
     }
     let mut crc = crc32fast::Hasher::new();
     crc.update(input);
-    Ok(CompressedChunk { deflated, crc })
+    Ok(CompressedChunk {
+        deflated,
+        crc,
+        memo_key: None,
+        reused: false,
+    })
 }
 
 /// Compression recognised by [`detect_compression`].
@@ -675,5 +910,143 @@ mod tests {
             reader.read_to_end(&mut out).expect("read");
             assert_eq!(out, tiny);
         }
+    }
+
+    /// An in-memory memo fed from earlier streams, checking CRCs as the store's does.
+    #[derive(Default)]
+    struct VecMemo {
+        chunks: Mutex<std::collections::HashMap<DeflateChunkKey, (Vec<u8>, u32)>>,
+    }
+
+    impl VecMemo {
+        fn remember(&self, stream: &[u8], chunks: &[DeflatedChunk]) {
+            let mut map = self.chunks.lock().expect("memo lock");
+            for chunk in chunks {
+                let start = chunk.offset as usize;
+                let bytes = stream[start..start + chunk.length as usize].to_vec();
+                map.insert(chunk.key, (bytes, chunk.check));
+            }
+        }
+    }
+
+    impl DeflateMemo for VecMemo {
+        fn find(&self, key: &DeflateChunkKey) -> Option<Vec<u8>> {
+            let map = self.chunks.lock().ok()?;
+            let (bytes, check) = map.get(key)?;
+            (crc32fast::hash(bytes) == *check).then(|| bytes.clone())
+        }
+    }
+
+    fn gzip_with_memo(
+        data: &[u8],
+        threads: usize,
+        memo: &Arc<VecMemo>,
+    ) -> (Vec<u8>, Vec<DeflatedChunk>, GzipChunkStats) {
+        let memo: Arc<dyn DeflateMemo> = Arc::clone(memo) as Arc<dyn DeflateMemo>;
+        let mut writer =
+            ParallelGzipWriter::with_memo(Vec::new(), 6, threads, Some(memo)).expect("gzip writer");
+        for piece in data.chunks(65_000) {
+            writer.write_all(piece).expect("write");
+        }
+        writer.finish_with_chunks().expect("finish")
+    }
+
+    /// A tar-like stream: 512-byte aligned "entries" of varying sizes.
+    fn tar_like(files: usize, grow_file: Option<usize>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut body = sample_data(files * 3000 + 10_000);
+        for file in 0..files {
+            let mut header = [0u8; 512];
+            let name = format!("dir/file-{file:05}.txt");
+            header[..name.len()].copy_from_slice(name.as_bytes());
+            out.extend_from_slice(&header);
+            let mut len = 1000 + (file * 7919) % 5000;
+            if grow_file == Some(file) {
+                len += 600; // crosses at least one block boundary: everything after shifts
+            }
+            let start = (file * 3000) % (body.len() - 7000);
+            out.extend_from_slice(&body[start..start + len]);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        body.clear();
+        out
+    }
+
+    #[test]
+    fn memo_reuses_unchanged_chunks_with_identical_bytes() {
+        let before = tar_like(2000, None);
+        let after = tar_like(2000, Some(900));
+        assert_ne!(before.len(), after.len());
+        let memo = Arc::new(VecMemo::default());
+        let (first, chunks, stats) = gzip_with_memo(&before, 2, &memo);
+        assert_eq!(
+            first,
+            gzip_with_threads(&before, 6, 2),
+            "a memo must not change bytes"
+        );
+        assert_eq!(stats.reused, 0);
+        assert_eq!(chunks.len() as u64, stats.compressed);
+        assert!(
+            chunks.len() > 10,
+            "content-defined chunks: {}",
+            chunks.len()
+        );
+        memo.remember(&first, &chunks);
+
+        for threads in [1, 2, 3] {
+            let (second, _, stats) = gzip_with_memo(&after, threads, &memo);
+            assert_eq!(second, gzip_with_threads(&after, 6, 1), "threads {threads}");
+            assert_eq!(gunzip(&second), after);
+            // Only the chunks around the grown file (and the last one) are deflated again.
+            assert!(
+                stats.compressed <= 4 && stats.reused >= chunks.len() as u64 - 5,
+                "threads {threads}: {stats:?} of {} chunks",
+                chunks.len()
+            );
+        }
+    }
+
+    #[test]
+    fn memo_bytes_that_fail_their_check_are_not_used() {
+        let data = tar_like(600, None);
+        let memo = Arc::new(VecMemo::default());
+        let (first, chunks, _) = gzip_with_memo(&data, 2, &memo);
+        let mut corrupt = first.clone();
+        for chunk in &chunks {
+            corrupt[chunk.offset as usize] ^= 0x55;
+        }
+        memo.remember(&corrupt, &chunks);
+        // The corrupt copies keep the original checks: every lookup must be refused.
+        {
+            let mut map = memo.chunks.lock().expect("lock");
+            for chunk in &chunks {
+                if let Some(entry) = map.get_mut(&chunk.key) {
+                    entry.1 = chunk.check;
+                }
+            }
+        }
+        let (again, _, stats) = gzip_with_memo(&data, 2, &memo);
+        assert_eq!(stats.reused, 0);
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn cuts_fall_on_block_boundaries_within_bounds() {
+        let data = tar_like(1500, None);
+        let memo = Arc::new(VecMemo::default());
+        let (out, chunks, _) = gzip_with_memo(&data, 1, &memo);
+        assert_eq!(gunzip(&out), data);
+        // Re-derive input lengths by decompressing chunk by chunk is not possible with raw
+        // deflate pieces, so check the cut rule on the writer directly.
+        let mut writer = ParallelGzipWriter::new(Vec::new(), 1, 1).expect("writer");
+        writer
+            .chunk
+            .extend_from_slice(&data[..GZIP_CHUNK_SIZE + CUT_SAMPLE]);
+        let cut = writer
+            .find_cut()
+            .expect("a cut is decidable when the buffer is full");
+        assert_eq!(cut % CUT_BLOCK, 0);
+        assert!((GZIP_MIN_CHUNK..=GZIP_CHUNK_SIZE).contains(&cut));
+        assert!(!chunks.is_empty());
     }
 }

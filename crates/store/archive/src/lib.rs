@@ -31,9 +31,9 @@ pub use apply::{
     apply_layer,
 };
 pub use compress::{
-    CompressingWriter, Compression, DetectedCompression, LayerDigests, ParallelGzipWriter,
-    decompressing_reader, default_compression_threads, detect_compression, write_layer,
-    write_layer_with_threads,
+    CompressingWriter, Compression, DeflateChunkKey, DeflateMemo, DeflatedChunk,
+    DetectedCompression, GzipChunkStats, LayerDigests, ParallelGzipWriter, decompressing_reader,
+    default_compression_threads, detect_compression, write_layer, write_layer_with_threads,
 };
 pub use image_archive::{
     ArchiveIndex, ArchiveIndexError, ArchiveWriter, ArchiveWriterError, IndexedEntry,

@@ -107,6 +107,8 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
     }
     tx.execute_batch(crate::cache::CACHE_SCHEMA)
         .map_err(db_err)?;
+    tx.execute_batch(crate::deflate_memo::DEFLATE_CHUNK_SCHEMA)
+        .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     Ok(conn)
 }

@@ -147,6 +147,7 @@ impl Store {
             report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
         }
         sync_dir(&self.blobs_dir)?;
+        self.forget_missing_deflate_chunks()?;
 
         let (live_diff_ids, unpacked) = {
             let conn = self.conn();

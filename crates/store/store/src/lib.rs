@@ -19,6 +19,7 @@
 mod blob;
 mod cache;
 mod db;
+mod deflate_memo;
 mod error;
 mod gc;
 mod images;
@@ -39,6 +40,7 @@ use stowage_digest::Digest;
 
 pub use blob::{BlobInfo, BlobWriter, VerifiedBlobReader};
 pub use cache::{CachePruneReport, CacheRecord, StatRecord};
+pub use deflate_memo::{DeflateChunkIndex, DeflateChunkRecord};
 pub use error::{Result, StoreError};
 pub use gc::{DiskUsage, ImageUsage, PruneReport, SizeBreakdown, VerifyReport};
 pub use images::{
