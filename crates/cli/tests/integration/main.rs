@@ -6,4 +6,5 @@ mod build;
 mod images;
 mod lint;
 mod registry;
+mod squash;
 mod support;
