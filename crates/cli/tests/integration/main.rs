@@ -6,5 +6,6 @@ mod build;
 mod images;
 mod lint;
 mod registry;
+mod reproducible;
 mod squash;
 mod support;
