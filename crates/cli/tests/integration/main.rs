@@ -3,6 +3,7 @@
 //! compares with them or uses them as clients.
 
 mod build;
+mod convert;
 mod images;
 mod lint;
 mod registry;

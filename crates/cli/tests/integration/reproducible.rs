@@ -22,7 +22,8 @@ use crate::support::registry::{BUSYBOX_BIN, Stowage, describe, require};
 const EPOCH: i64 = 1_700_000_000;
 const EPOCH_TEXT: &str = "2023-11-14T22:13:20Z";
 
-const COPY_ONLY: &str = "FROM scratch\nCOPY rootfs/ /\nCOPY files/ /app/\nENV MODE=test\n";
+pub(crate) const COPY_ONLY: &str =
+    "FROM scratch\nCOPY rootfs/ /\nCOPY files/ /app/\nENV MODE=test\n";
 
 const WITH_RUN: &str = "\
 FROM scratch
@@ -34,7 +35,7 @@ CMD [\"/bin/sh\"]
 ";
 
 /// A context: a busybox rootfs, a few files, the Dockerfile.
-fn make_context(dir: &Path, dockerfile: &str) {
+pub(crate) fn make_context(dir: &Path, dockerfile: &str) {
     require(BUSYBOX_BIN, "busybox-static");
     let bin = dir.join("rootfs/bin");
     std::fs::create_dir_all(&bin).expect("mkdir rootfs/bin");
