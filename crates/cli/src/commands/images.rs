@@ -843,15 +843,9 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         ArchiveFormat::Docker => SaveFormat::Docker,
         ArchiveFormat::Oci => SaveFormat::Oci,
     };
-    let compression = args.compress.map(|c| match (c, args.compress_level) {
-        (StoreCompression::Gzip, level) => Compression::Gzip {
-            level: level.map_or(6, |l| l.clamp(1, 9) as u32),
-        },
-        (StoreCompression::Zstd, level) => Compression::Zstd {
-            level: level.map_or(3, |l| l.clamp(1, 22)),
-        },
-        (StoreCompression::None, _) => Compression::None,
-    });
+    let compression = args
+        .compress
+        .map(|c| export_compression(c, args.compress_level));
     match &args.output {
         Some(path) => {
             let dir = path
@@ -897,6 +891,20 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compression `save --compress` and `push --compress` convert layers to
+/// (gzip level 6 and zstd level 3 unless a level is given, as `build`).
+pub(crate) fn export_compression(kind: StoreCompression, level: Option<i32>) -> Compression {
+    match kind {
+        StoreCompression::Gzip => Compression::Gzip {
+            level: level.map_or(6, |l| l.clamp(1, 9) as u32),
+        },
+        StoreCompression::Zstd => Compression::Zstd {
+            level: level.map_or(3, |l| l.clamp(1, 22)),
+        },
+        StoreCompression::None => Compression::None,
+    }
 }
 
 fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<ExitCode> {

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use crate::reproducible::{COPY_ONLY, make_context};
-use crate::support::registry::{SKOPEO_BIN, Stowage, describe, require};
+use crate::support::registry::{RegistryProcess, SKOPEO_BIN, Stowage, describe, require};
 
 #[test]
 fn save_oci_recompresses_layers_and_keeps_the_image_id() {
@@ -108,4 +108,49 @@ fn save_oci_recompresses_layers_and_keeps_the_image_id() {
     ]);
     assert!(error.contains("docker-archive"), "{error}");
     stowage.assert_store_verifies();
+}
+
+#[test]
+fn push_compress_zstd_sends_zstd_layers_with_the_same_config() {
+    require(SKOPEO_BIN, "skopeo");
+    let registry = RegistryProcess::start_plain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path().join("ctx");
+    make_context(&ctx, COPY_ONLY);
+    let stowage = Stowage::new(&dir.path().join("s"));
+    let remote = format!("{}/conv/zstd:1", registry.host());
+    stowage.ok(&["build", "-q", "-t", &remote, ctx.to_str().expect("utf-8")]);
+    let original = stowage.store().image(&remote).expect("image");
+    stowage.ok(&["push", "-q", "--compress", "zstd", &remote]);
+
+    let out = Command::new(SKOPEO_BIN)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{remote}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest JSON");
+    assert_eq!(
+        manifest["config"]["digest"].as_str(),
+        Some(original.id.digest().to_string().as_str())
+    );
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), original.layers.len());
+    assert!(
+        layers.iter().all(|l| l["mediaType"].as_str()
+            == Some("application/vnd.oci.image.layer.v1.tar+zstd")),
+        "{manifest}"
+    );
+
+    // Pulled into another store it is the same image, with zstd layers.
+    let other = Stowage::new(&dir.path().join("other"));
+    other.ok(&["pull", "-q", &remote]);
+    let pulled = other.store().image(&remote).expect("pulled");
+    assert_eq!(pulled.id, original.id);
+    assert!(
+        pulled
+            .layers
+            .iter()
+            .all(|l| l.media_type.ends_with("tar+zstd"))
+    );
 }
