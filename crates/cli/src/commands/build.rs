@@ -333,6 +333,18 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
+    for step in &result.steps {
+        if let Some(layer) = &step.layer {
+            eprintln!(
+                "  layer {:>10} ({:>10} compressed)  {}",
+                layer
+                    .uncompressed_size
+                    .map_or_else(|| "?".to_owned(), human_size),
+                human_size(layer.compressed_size),
+                step.text
+            );
+        }
+    }
     if args.push {
         for tag in &result.tags {
             let client = crate::commands::registry::client_for(globals, tag.domain());

@@ -15,13 +15,20 @@ fn save_oci_recompresses_layers_and_keeps_the_image_id() {
     let ctx = dir.path().join("ctx");
     make_context(&ctx, COPY_ONLY);
     let stowage = Stowage::new(&dir.path().join("s"));
-    stowage.ok(&[
+    let out = stowage.run(&[
         "build",
-        "-q",
         "-t",
         "localhost/conv:1",
         ctx.to_str().expect("utf-8"),
     ]);
+    assert!(out.status.success(), "build: {}", describe(&out));
+    // The summary lists each step's layer with both sizes.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let layer_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("  layer ") && l.contains(" compressed)  COPY "))
+        .collect();
+    assert_eq!(layer_lines.len(), 2, "{stderr}");
     let original = stowage.store().image("localhost/conv:1").expect("image");
     assert!(
         original
