@@ -5,7 +5,7 @@
 #     (target: >= 80% of pigz's speed);
 #   - stowage zstd level 3 vs stowage gzip level 6 (target: >= 3x faster).
 # Each figure is the median wall time of RUNS runs, reading the tar from the page
-# cache and writing to /dev/null-backed files in WORK. Sizes are printed too.
+# cache and writing a file in WORK. Sizes are printed too.
 #
 # The compressor is crates/store/archive/examples/compress_stream.rs (stdin to
 # stdout), built here with `cargo build --release --example`.
