@@ -118,6 +118,12 @@ pub struct BuildArgs {
     /// Date the image and clamp file times to this Unix time (also SOURCE_DATE_EPOCH).
     #[arg(long, value_name = "UNIX_SECONDS", env = "SOURCE_DATE_EPOCH")]
     timestamp: Option<i64>,
+    /// Merge the layers this build added on top of the base image into one.
+    #[arg(long, conflicts_with = "squash_all")]
+    squash: bool,
+    /// Merge every layer, the base image's included, into one.
+    #[arg(long)]
+    squash_all: bool,
 }
 
 fn parse_key_values(
@@ -232,6 +238,11 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         platform,
         secrets: parse_secrets(&args.secrets, store.tmp_dir(), &mut secret_files)?,
         cache_from: args.cache_from.clone(),
+        squash: match (args.squash, args.squash_all) {
+            (_, true) => stowage_solver::SquashMode::All,
+            (true, false) => stowage_solver::SquashMode::NewLayers,
+            (false, false) => stowage_solver::SquashMode::Off,
+        },
     };
 
     let mode = match args.progress {
@@ -322,6 +333,18 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
+    for step in &result.steps {
+        if let Some(layer) = &step.layer {
+            eprintln!(
+                "  layer {:>10} ({:>10} compressed)  {}",
+                layer
+                    .uncompressed_size
+                    .map_or_else(|| "?".to_owned(), human_size),
+                human_size(layer.compressed_size),
+                step.text
+            );
+        }
+    }
     if args.push {
         for tag in &result.tags {
             let client = crate::commands::registry::client_for(globals, tag.domain());

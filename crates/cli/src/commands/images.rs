@@ -212,6 +212,13 @@ pub struct SaveArgs {
     /// Archive layout.
     #[arg(long, value_enum, default_value = "docker")]
     format: ArchiveFormat,
+    /// Recompress the layers (`--format oci` only; a docker-archive's layers are
+    /// uncompressed). The image ID stays; the manifest changes.
+    #[arg(long, value_enum, value_name = "gzip|zstd|none")]
+    compress: Option<StoreCompression>,
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N", requires = "compress")]
+    compress_level: Option<i32>,
     /// Images to save.
     #[arg(required = true)]
     images: Vec<String>,
@@ -836,6 +843,9 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         ArchiveFormat::Docker => SaveFormat::Docker,
         ArchiveFormat::Oci => SaveFormat::Oci,
     };
+    let compression = args
+        .compress
+        .map(|c| export_compression(c, args.compress_level));
     match &args.output {
         Some(path) => {
             let dir = path
@@ -847,7 +857,13 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
                 .tempfile_in(dir)
                 .with_context(|| format!("creating a temp file in {}", dir.display()))?;
             let out = std::io::BufWriter::with_capacity(1024 * 1024, temp);
-            let (out, _) = stowage_export::save(store, &args.images, format, out)?;
+            let (out, _) = stowage_export::save_with_compression(
+                store,
+                &args.images,
+                format,
+                compression,
+                out,
+            )?;
             let temp = out
                 .into_inner()
                 .map_err(|e| e.into_error())
@@ -864,11 +880,31 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
             let out = std::io::BufWriter::with_capacity(1024 * 1024, stdout.lock());
-            let (mut out, _) = stowage_export::save(store, &args.images, format, out)?;
+            let (mut out, _) = stowage_export::save_with_compression(
+                store,
+                &args.images,
+                format,
+                compression,
+                out,
+            )?;
             out.flush().context("writing to standard output")?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compression `save --compress` and `push --compress` convert layers to
+/// (gzip level 6 and zstd level 3 unless a level is given, as `build`).
+pub(crate) fn export_compression(kind: StoreCompression, level: Option<i32>) -> Compression {
+    match kind {
+        StoreCompression::Gzip => Compression::Gzip {
+            level: level.map_or(6, |l| l.clamp(1, 9) as u32),
+        },
+        StoreCompression::Zstd => Compression::Zstd {
+            level: level.map_or(3, |l| l.clamp(1, 22)),
+        },
+        StoreCompression::None => Compression::None,
+    }
 }
 
 fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<ExitCode> {

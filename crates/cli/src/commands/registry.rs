@@ -64,6 +64,13 @@ pub struct PushArgs {
     reference: String,
     /// Destination NAME[:TAG] when it differs from the local name.
     destination: Option<String>,
+    /// Recompress the layers before pushing (the image ID stays; the pushed
+    /// manifest differs from the stored one).
+    #[arg(long, value_enum, value_name = "gzip|zstd|none")]
+    compress: Option<crate::commands::images::StoreCompression>,
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N", requires = "compress")]
+    compress_level: Option<i32>,
 }
 
 /// Arguments of `stowage login`.
@@ -296,16 +303,29 @@ fn run_push(args: &PushArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         "The push refers to repository [{}]",
         destination.name()
     ));
-    let pushed = push(
-        &store,
-        &client,
-        &args.reference,
-        &destination,
-        &PushOptions {
-            observer: &renderer,
-            ..PushOptions::default()
-        },
-    )
+    let options = PushOptions {
+        observer: &renderer,
+        ..PushOptions::default()
+    };
+    let pushed = match args.compress {
+        None => push(&store, &client, &args.reference, &destination, &options),
+        Some(kind) => {
+            let _lease = store.lease()?;
+            let image = store.image(&args.reference)?;
+            let compression =
+                crate::commands::images::export_compression(kind, args.compress_level);
+            let converted = stowage_export::convert::convert_image(&store, &image, compression)
+                .with_context(|| format!("recompressing the layers of {}", args.reference))?;
+            stowage_distribution::push::push_details(
+                &store,
+                &client,
+                &converted,
+                image.manifest_digest,
+                &destination,
+                &options,
+            )
+        }
+    }
     .with_context(|| format!("pushing {} to {}", args.reference, destination.familiar()))?;
     let label = pushed.reference.tag().unwrap_or("latest").to_owned();
     renderer.line(&format!(

@@ -3,7 +3,10 @@
 //! compares with them or uses them as clients.
 
 mod build;
+mod convert;
 mod images;
 mod lint;
 mod registry;
+mod reproducible;
+mod squash;
 mod support;

@@ -28,6 +28,7 @@ use crate::mounts;
 use crate::progress::{Event, Progress, StepId, StepOutcome};
 use crate::rootfs::{MergedView, lowers_for};
 use crate::run::{RunParams, run_step};
+use crate::squash::{SquashMode, squash_stage};
 
 /// The Dockerfile to build.
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, PathBuf>,
     /// `--cache-from`: images whose layers serve as cache hits.
     pub cache_from: Vec<String>,
+    /// `--squash` / `--squash-all`.
+    pub squash: SquashMode,
 }
 
 /// Finds images for FROM and `COPY --from`: the local store, or a registry.
@@ -325,6 +328,23 @@ pub fn build(
         });
     }
     store.set_cache_positions(&positions)?;
+    if request.squash != SquashMode::Off {
+        let range_start = match request.squash {
+            SquashMode::All => (0, 0),
+            _ => base_extent(&bases, target),
+        };
+        let state = &mut final_state;
+        squash_stage(
+            store,
+            &mut state.layers,
+            &mut state.layer_keys,
+            &mut state.config.history,
+            range_start,
+            request.compression,
+            request.timestamp,
+        )
+        .map_err(BuildError::Squash)?;
+    }
 
     if !request.labels.is_empty() {
         let labels = final_state
@@ -394,6 +414,22 @@ pub fn build(
         context_used: used,
         context_total,
     })
+}
+
+/// The layer and history counts of the image a stage is built on (following
+/// `FROM <stage>` to its image; scratch has none).
+fn base_extent(bases: &BTreeMap<usize, Base>, stage: usize) -> (usize, usize) {
+    let mut index = stage;
+    for _ in 0..=bases.len() {
+        match bases.get(&index) {
+            Some(Base::Stage(from)) => index = *from,
+            Some(Base::Image(details)) => {
+                return (details.layers.len(), details.config.history.len());
+            }
+            Some(Base::Scratch) | None => break,
+        }
+    }
+    (0, 0)
 }
 
 /// The config field where stowage records each layer's cache key, so an

@@ -56,6 +56,7 @@ fn request(context: &Path, dockerfile: &str) -> BuildRequest {
         platform: Platform::native(),
         secrets: BTreeMap::new(),
         cache_from: Vec::new(),
+        squash: crate::SquashMode::Off,
     }
 }
 

@@ -61,6 +61,9 @@ pub enum BuildError {
     /// The store failed outside a step.
     #[error(transparent)]
     Store(#[from] stowage_store::StoreError),
+    /// `--squash` / `--squash-all` failed.
+    #[error("squashing the image's layers: {0}")]
+    Squash(#[source] StepError),
     /// The build was interrupted.
     #[error("build interrupted")]
     Interrupted,

@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod progress;
 pub mod rootfs;
 pub mod run;
+pub mod squash;
 
 pub use build::{
     BuildRequest, BuildResult, DockerfileInput, ImageSource, LocalImages, StepReport, build,
@@ -24,6 +25,7 @@ pub use build::{
 };
 pub use error::{BuildError, StepError, StepLocation};
 pub use progress::{Event, Progress, Silent, StepId, StepOutcome};
+pub use squash::SquashMode;
 
 #[cfg(test)]
 mod build_tests;

@@ -115,10 +115,26 @@ pub fn push(
     remote: &Reference,
     options: &PushOptions<'_>,
 ) -> Result<PushedImage> {
+    let _lease = store.lease()?;
+    let image = store.image(local)?;
+    let local_manifest = image.manifest_digest;
+    push_details(store, client, &image, local_manifest, remote, options)
+}
+
+/// Pushes `image`, whose blobs are in `store`: a stored image, or one derived
+/// from it (e.g. with recompressed layers). `local_manifest` is the stored
+/// image's manifest digest, under which the pushed digest is recorded.
+pub fn push_details(
+    store: &Store,
+    client: &RegistryClient,
+    image: &stowage_store::ImageDetails,
+    local_manifest: Digest,
+    remote: &Reference,
+    options: &PushOptions<'_>,
+) -> Result<PushedImage> {
     let observer = options.observer;
     let _lease = store.lease()?;
     let records = Records::open(store)?;
-    let image = store.image(local)?;
     let (repository, target) = remote_target(remote)?;
     if let TagOrDigest::Digest(wanted) = &target
         && *wanted != image.manifest_digest
@@ -211,7 +227,7 @@ pub fn push(
 
     let digests: Vec<Digest> = blobs.iter().map(|(digest, _)| *digest).collect();
     records.record_blobs(&repository.registry, &repository.repository, &digests)?;
-    records.record_repo_digest(&remote.name(), &manifest_digest, &image.manifest_digest)?;
+    records.record_repo_digest(&remote.name(), &manifest_digest, &local_manifest)?;
 
     let reference = match manifest_target {
         TagOrDigest::Tag(tag) => {

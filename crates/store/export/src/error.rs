@@ -78,6 +78,10 @@ pub enum ExportError {
     #[error(transparent)]
     Canonical(#[from] stowage_image::CanonicalJsonError),
     /// No image was asked for.
+    #[error(
+        "a docker-archive holds uncompressed layer tars; layer compression applies to --format oci"
+    )]
+    CompressedDockerArchive,
     #[error("no image given to save")]
     NothingToSave,
 }

@@ -21,6 +21,7 @@
 //! are (manifest, config and layer blobs verbatim, so manifest digests survive), after each
 //! layer has been decompressed, validated and checked against its diff_id.
 
+pub mod convert;
 pub mod error;
 mod import;
 pub mod layer_scan;
@@ -34,7 +35,7 @@ pub use error::{ExportError, Result};
 pub use import::{ImportOptions, ImportedImage, import};
 pub use layer_scan::{EntryPolicy, LayerScan, LayerScanError, scan_layer};
 pub use load::{LoadOptions, LoadedImage, load, load_reader};
-pub use save::{SaveFormat, SaveReport, save};
+pub use save::{SaveFormat, SaveReport, save, save_with_compression};
 
 /// Annotation containerd and Docker 25+ put on index entries: the full image name.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";

@@ -76,11 +76,33 @@ pub fn save<W: Write>(
     format: SaveFormat,
     out: W,
 ) -> Result<(W, SaveReport)> {
+    save_with_compression(store, inputs, format, None, out)
+}
+
+/// [`save`], with the layers of an OCI archive converted to `compression`
+/// first (see [`crate::convert`]; the image IDs stay, the manifests change).
+/// A docker-archive's layers are uncompressed tars by definition, so asking
+/// for a compression there is [`ExportError::CompressedDockerArchive`].
+pub fn save_with_compression<W: Write>(
+    store: &Store,
+    inputs: &[String],
+    format: SaveFormat,
+    compression: Option<stowage_archive::Compression>,
+    out: W,
+) -> Result<(W, SaveReport)> {
     if inputs.is_empty() {
         return Err(ExportError::NothingToSave);
     }
+    if compression.is_some() && format == SaveFormat::Docker {
+        return Err(ExportError::CompressedDockerArchive);
+    }
     let _lease = store.lease()?;
-    let selected = select_images(store, inputs)?;
+    let mut selected = select_images(store, inputs)?;
+    if let Some(compression) = compression {
+        for image in &mut selected {
+            image.details = crate::convert::convert_image(store, &image.details, compression)?;
+        }
+    }
     let mut entries: BTreeMap<String, Source> = BTreeMap::new();
     let mut top_level: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     top_level.insert("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
