@@ -942,6 +942,16 @@ impl Applier<'_> {
     }
 }
 
+/// A numeric header field: blank (only NULs and spaces) reads as 0, as Go's archive/tar
+/// does (some image tools leave uid/gid empty); anything else is parsed by `parse`.
+fn numeric_field(raw: &[u8], parse: impl FnOnce() -> std::io::Result<u64>) -> std::io::Result<u64> {
+    if raw.iter().all(|byte| *byte == 0 || *byte == b' ') {
+        Ok(0)
+    } else {
+        parse()
+    }
+}
+
 /// Reads mode, owner, mtime and xattrs of an entry (PAX records override the header).
 fn read_entry_meta(entry: &RawEntry, name: &str) -> Result<EntryMeta, ApplyError> {
     let corrupt = |source| ApplyError::Corrupt {
@@ -949,10 +959,13 @@ fn read_entry_meta(entry: &RawEntry, name: &str) -> Result<EntryMeta, ApplyError
         source,
     };
     let header = &entry.header;
-    let mode = header.mode().map_err(corrupt)? & 0o7777;
-    let mut uid = header.uid().map_err(corrupt)?;
-    let mut gid = header.gid().map_err(corrupt)?;
-    let mut mtime = i64::try_from(header.mtime().map_err(corrupt)?).unwrap_or(i64::MAX);
+    let fields = header.as_old();
+    let mode = numeric_field(&fields.mode, || header.mode().map(u64::from)).map_err(corrupt)?;
+    let mode = u32::try_from(mode & 0o7777).unwrap_or(0);
+    let mut uid = numeric_field(&fields.uid, || header.uid()).map_err(corrupt)?;
+    let mut gid = numeric_field(&fields.gid, || header.gid()).map_err(corrupt)?;
+    let mtime = numeric_field(&fields.mtime, || header.mtime()).map_err(corrupt)?;
+    let mut mtime = i64::try_from(mtime).unwrap_or(i64::MAX);
     let mut xattrs: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for (key, value) in &entry.pax {
         if let Some(xattr_name) = key.strip_prefix(b"SCHILY.xattr.") {

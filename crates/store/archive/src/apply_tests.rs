@@ -567,3 +567,32 @@ fn gnu_long_names_and_pax_paths_are_honoured() {
         "{error}"
     );
 }
+
+/// Blank numeric fields (only NULs or spaces), as some image tools write for uid/gid, read
+/// as 0 like Go's archive/tar; a field with garbage in it is still corrupt.
+#[test]
+fn blank_numeric_header_fields_read_as_zero() {
+    let blank_owner = |fill: u8| {
+        let mut tar = RawTar::new().file("etc/hostname", b"box\n").finish();
+        // The first header: uid at 108..116, gid at 116..124; fix the checksum after.
+        tar[108..124].fill(fill);
+        tar[148..156].fill(b' ');
+        let sum: u32 = tar[..512].iter().map(|b| u32::from(*b)).sum();
+        let field = format!("{sum:06o}\0 ");
+        tar[148..156].copy_from_slice(field.as_bytes());
+        tar
+    };
+    for fill in [0u8, b' '] {
+        let sandbox = Sandbox::new();
+        sandbox
+            .apply(&blank_owner(fill), &defaults())
+            .unwrap_or_else(|e| panic!("blank fields filled with {fill:#x}: {e}"));
+        let meta = std::fs::metadata(sandbox.root.join("etc/hostname")).expect("applied file");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    }
+    let sandbox = Sandbox::new();
+    let error = sandbox
+        .apply(&blank_owner(b'z'), &defaults())
+        .expect_err("garbage uid");
+    assert!(matches!(error, ApplyError::Corrupt { .. }), "{error}");
+}
