@@ -525,11 +525,48 @@ fn inspect_value(details: &ImageDetails) -> Value {
     Value::Object(object)
 }
 
+/// Fills in the uncompressed size of layers that arrived without one (pulled or loaded):
+/// each such blob is decompressed once, checked against its diff_id, and the size is
+/// recorded in the store for next time.
+fn with_uncompressed_sizes(
+    store: &Store,
+    mut details: ImageDetails,
+) -> stowage_store::Result<ImageDetails> {
+    for layer in details
+        .layers
+        .iter_mut()
+        .filter(|l| l.uncompressed_size.is_none())
+    {
+        let blob = store.open_blob_verified(&layer.blob_digest)?;
+        let io_error = |source| stowage_store::StoreError::Io {
+            action: "measuring the uncompressed size of",
+            path: store.blob_path(&layer.blob_digest),
+            source,
+        };
+        let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(io_error)?;
+        let mut hashing = stowage_digest::HashingReader::new(reader);
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_error)?;
+        let (_, diff_id, size) = hashing.finish();
+        if diff_id != layer.diff_id {
+            return Err(stowage_store::StoreError::InvalidImage(format!(
+                "layer {} decompresses to {diff_id}, not its diff_id {}",
+                layer.blob_digest, layer.diff_id
+            )));
+        }
+        store.record_uncompressed_size(&layer.blob_digest, size)?;
+        layer.uncompressed_size = Some(size);
+    }
+    Ok(details)
+}
+
 fn inspect(store: &Store, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let mut found = Vec::new();
     let mut failed = false;
     for input in &args.images {
-        match store.image(input) {
+        match store
+            .image(input)
+            .and_then(|details| with_uncompressed_sizes(store, details))
+        {
             Ok(details) => found.push(inspect_value(&details)),
             Err(error) => {
                 eprintln!("Error: {error}");

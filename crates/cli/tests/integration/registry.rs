@@ -130,6 +130,23 @@ fn docker_pushed_image_is_pulled_by_stowage_and_stowage_pushes_are_run_by_docker
     drop(store);
     stowage.assert_store_verifies();
 
+    // inspect measures the pulled layer's uncompressed size (the registry does not say it)
+    // and remembers it.
+    let inspected: serde_json::Value =
+        serde_json::from_str(&stowage.ok(&["inspect", &source])).expect("inspect json");
+    let tar_size = std::fs::metadata(&rootfs).expect("rootfs tar").len();
+    let measured = inspected[0]["Stowage"]["Layers"][0]["UncompressedSize"]
+        .as_u64()
+        .expect("uncompressed size measured");
+    assert!(
+        measured.abs_diff(tar_size) <= 10_240,
+        "measured {measured}, docker imported a {tar_size}-byte tar"
+    );
+    let store = stowage.store();
+    let image = store.image(&source).expect("pulled image");
+    assert_eq!(image.layers[0].uncompressed_size, Some(measured));
+    drop(store);
+
     // Pulling again is a no-op.
     let again = stowage.run(&["pull", &source]);
     assert!(again.status.success(), "{}", describe(&again));

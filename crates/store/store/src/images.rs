@@ -377,6 +377,19 @@ impl Store {
         })
     }
 
+    /// Records a layer's uncompressed size once it has been measured (pulled and imported
+    /// layers arrive without one). A size already known is kept.
+    pub fn record_uncompressed_size(&self, blob: &Digest, size: u64) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE layers SET uncompressed_size = ?2
+             WHERE blob_digest = ?1 AND uncompressed_size IS NULL",
+            params![blob.to_string(), to_sql_size(size)?],
+        )
+        .map_err(self.db_err())?;
+        Ok(())
+    }
+
     /// Points tag `target` (e.g. `myimage:2`) at the image `source` resolves to.
     pub fn tag(&self, source: &str, target: &str) -> Result<Reference> {
         let resolved = self.resolve(source)?;
