@@ -16,6 +16,7 @@
 //! only a deleted temp file. Where blobs live and which repository digests an
 //! image has are kept in [`Records`] (`<root>/distribution-v1.db`).
 
+pub mod cache;
 pub mod error;
 pub mod pull;
 pub mod push;
