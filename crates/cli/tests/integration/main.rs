@@ -5,5 +5,6 @@
 mod build;
 mod images;
 mod lint;
+mod regcache;
 mod registry;
 mod support;
