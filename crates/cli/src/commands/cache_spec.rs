@@ -243,9 +243,15 @@ mod tests {
             CacheFromSpec::Registry("r/c".into())
         );
         let error = parse_cache_from("type=local,src=/tmp/x").unwrap_err();
-        assert!(error.to_string().contains("type=local is not supported"), "{error}");
+        assert!(
+            error.to_string().contains("type=local is not supported"),
+            "{error}"
+        );
         let error = parse_cache_from("type=registry,ref=a,mode=max").unwrap_err();
-        assert!(error.to_string().contains("unknown key \"mode\""), "{error}");
+        assert!(
+            error.to_string().contains("unknown key \"mode\""),
+            "{error}"
+        );
         assert!(parse_cache_from("type=registry").is_err());
         assert!(parse_cache_from("type=registry,ref=a,ref=b").is_err());
         assert!(parse_cache_from("").is_err());

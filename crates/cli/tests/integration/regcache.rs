@@ -93,7 +93,11 @@ impl World {
         args.extend_from_slice(extra);
         args.push(self.context.to_str().expect("utf8"));
         let out = machine.run(&args);
-        assert!(out.status.success(), "build {args:?} failed:\n{}", describe(&out));
+        assert!(
+            out.status.success(),
+            "build {args:?} failed:\n{}",
+            describe(&out)
+        );
         let id = std::fs::read_to_string(&iidfile).expect("iidfile");
         (id, String::from_utf8_lossy(&out.stderr).into_owned())
     }
@@ -182,7 +186,10 @@ fn a_registry_cache_lets_another_machine_build_without_running_a_step() {
     );
     let steps = layer_steps(&stderr);
     assert_eq!(steps.len(), 4, "{stderr}");
-    assert!(steps.iter().all(|(_, s)| s.starts_with("DONE")), "{steps:?}");
+    assert!(
+        steps.iter().all(|(_, s)| s.starts_with("DONE")),
+        "{steps:?}"
+    );
     assert!(
         stderr.contains(&format!("exported 4 cache entries to {cache_max}")),
         "{stderr}"
@@ -223,7 +230,10 @@ fn a_registry_cache_lets_another_machine_build_without_running_a_step() {
     );
     let steps = layer_steps(&stderr);
     assert_eq!(steps.len(), 4, "{stderr}");
-    assert!(steps.iter().all(|(_, s)| s == "CACHED"), "{steps:?}\n{stderr}");
+    assert!(
+        steps.iter().all(|(_, s)| s == "CACHED"),
+        "{steps:?}\n{stderr}"
+    );
     assert_eq!(id_b, id_a);
     b.assert_store_verifies();
 
@@ -273,10 +283,30 @@ fn a_registry_cache_lets_another_machine_build_without_running_a_step() {
     let e = world.machine("e");
     let (id_e, stderr) = world.build(&e, "run", &["--cache-from", &app]);
     let steps = layer_steps(&stderr);
-    assert!(status_of(&steps, "echo built").starts_with("DONE"), "{steps:?}");
+    assert!(
+        status_of(&steps, "echo built").starts_with("DONE"),
+        "{steps:?}"
+    );
     assert_eq!(status_of(&steps, "echo hi"), "CACHED", "{stderr}");
     assert_eq!(status_of(&steps, "COPY msg.txt"), "CACHED");
     assert_eq!(id_e, id_a);
+    assert!(
+        e.store().image(&app).is_err(),
+        "the cache source image was pulled as a whole"
+    );
+
+    // Machine F has the image locally (pulled): the plain form uses it as is.
+    let f = world.machine("f");
+    f.ok(&["pull", "-q", &app]);
+    let (id_f, stderr) = world.build(&f, "run", &["--cache-from", &app]);
+    let steps = layer_steps(&stderr);
+    assert!(
+        status_of(&steps, "echo built").starts_with("DONE"),
+        "{steps:?}"
+    );
+    assert_eq!(status_of(&steps, "COPY --from=builder"), "CACHED");
+    assert_eq!(status_of(&steps, "echo hi"), "CACHED", "{stderr}");
+    assert_eq!(id_f, id_a);
 }
 
 #[test]
@@ -299,11 +329,16 @@ fn a_cache_source_that_is_down_or_damaged_only_costs_rebuilds() {
 
     // A registry that is down: a warning, and the build runs every step.
     let b = world.machine("b");
-    let down = format!("type=registry,ref=127.0.0.1:{}/nothing/here:v1", free_port());
+    let down = format!(
+        "type=registry,ref=127.0.0.1:{}/nothing/here:v1",
+        free_port()
+    );
     let (id_b, stderr) = world.build(&b, "run", &["--cache-from", &down]);
     assert!(stderr.contains("warning: --cache-from"), "{stderr}");
     assert!(
-        layer_steps(&stderr).iter().all(|(_, s)| s.starts_with("DONE")),
+        layer_steps(&stderr)
+            .iter()
+            .all(|(_, s)| s.starts_with("DONE")),
         "{stderr}"
     );
     assert_eq!(id_b, id_a);
@@ -347,7 +382,10 @@ fn bad_cache_flags_are_clear_errors() {
     let stderr = machine.fails(&["build", "--cache-to", "type=local,dest=/tmp/x", ctx]);
     assert!(stderr.contains("type=local is not supported"), "{stderr}");
     let stderr = machine.fails(&["build", "--cache-to", "type=registry,ref=r/c,mode=all", ctx]);
-    assert!(stderr.contains("mode=all is neither min nor max"), "{stderr}");
+    assert!(
+        stderr.contains("mode=all is neither min nor max"),
+        "{stderr}"
+    );
     let stderr = machine.fails(&["build", "--cache-from", "type=registry,reff=r/c", ctx]);
     assert!(stderr.contains("needs ref="), "{stderr}");
 }

@@ -1012,7 +1012,9 @@ impl Runner<'_> {
                 Some(layer) if self.layer_usable(&layer) => return Ok(Ok(layer)),
                 Some(layer) => {
                     self.store.cache_forget(&key)?;
-                    if let Some(Ok(layer)) = self.remote_hits.take(self.store, &key, self.progress)? {
+                    if let Some(Ok(layer)) =
+                        self.remote_hits.take(self.store, &key, self.progress)?
+                    {
                         return Ok(Ok(layer));
                     }
                     return Ok(Err(vec![MissReason::CachedLayerUnusable {

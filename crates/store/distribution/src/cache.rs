@@ -151,8 +151,8 @@ pub fn decode_cache_config(
         reference: what.to_owned(),
         detail,
     };
-    let raw: RawCacheConfig = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("cache config: {e}")))?;
+    let raw: RawCacheConfig =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("cache config: {e}")))?;
     if raw.version != CACHE_FORMAT_VERSION {
         return Err(invalid(format!(
             "cache config version {} (this stowage reads version {CACHE_FORMAT_VERSION})",
@@ -349,8 +349,7 @@ pub fn fetch_cache_source(client: &RegistryClient, reference: &Reference) -> Res
                 &mut config,
                 &stowage_registry::NoProgress,
             )?;
-            let (key_version, entries) =
-                decode_cache_config(&what, &config.bytes, &blobs.layers)?;
+            let (key_version, entries) = decode_cache_config(&what, &config.bytes, &blobs.layers)?;
             return Ok(CacheSource::Export {
                 repository,
                 key_version,
@@ -428,7 +427,10 @@ mod tests {
         assert_eq!(one, two);
         let text = String::from_utf8(one.clone()).expect("utf8");
         assert!(text.starts_with("{\"entries\":[{\"diffId\":"), "{text}");
-        assert!(text.ends_with(",\"keyVersion\":\"v1\",\"version\":1}"), "{text}");
+        assert!(
+            text.ends_with(",\"keyVersion\":\"v1\",\"version\":1}"),
+            "{text}"
+        );
         let m1 = encode_cache_manifest(&one, &[a.clone(), b.clone()]).expect("manifest");
         let m2 = encode_cache_manifest(&two, &[b, a]).expect("manifest");
         assert_eq!(m1, m2);
