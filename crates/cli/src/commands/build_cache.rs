@@ -7,7 +7,7 @@
 //! repository each blob came from is remembered here for that download.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use stowage_digest::Digest;
@@ -15,7 +15,7 @@ use stowage_distribution::cache::{
     CacheEntry, CacheSource, PushedCache, fetch_cache_layer, fetch_cache_source, push_cache,
 };
 use stowage_image::{LayerInfo, Reference};
-use stowage_registry::Repository;
+use stowage_registry::{RegistryClient, Repository};
 use stowage_solver::build::embedded_cache_keys;
 use stowage_solver::cachekey::CACHE_KEY_VERSION;
 use stowage_solver::remote_cache::{CacheExport, RemoteCache, RemoteCacheEntry};
@@ -30,6 +30,8 @@ pub struct RegistryCache<'a> {
     globals: &'a Globals,
     /// Where each remote blob can be downloaded from.
     blob_sources: Mutex<BTreeMap<Digest, Repository>>,
+    /// One client per registry, so tokens are reused across blobs.
+    clients: Mutex<BTreeMap<String, Arc<RegistryClient>>>,
 }
 
 impl<'a> RegistryCache<'a> {
@@ -38,7 +40,22 @@ impl<'a> RegistryCache<'a> {
         RegistryCache {
             globals,
             blob_sources: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn client(&self, registry: &str) -> Arc<RegistryClient> {
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(registry.to_owned())
+            .or_insert_with(|| {
+                Arc::new(crate::commands::registry::client_for(
+                    self.globals,
+                    registry,
+                ))
+            })
+            .clone()
     }
 
     fn remember(&self, repository: &Repository, layers: &[LayerInfo]) {
@@ -55,7 +72,7 @@ impl<'a> RegistryCache<'a> {
 
     fn remote_entries(&self, reference: &str) -> Result<Vec<RemoteCacheEntry>, String> {
         let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-        let client = crate::commands::registry::client_for(self.globals, parsed.domain());
+        let client = self.client(parsed.domain());
         match fetch_cache_source(&client, &parsed).map_err(|e| e.to_string())? {
             CacheSource::Export {
                 repository,
@@ -126,7 +143,7 @@ impl RemoteCache for RegistryCache<'_> {
             .get(&layer.blob_digest)
             .cloned()
             .ok_or_else(|| format!("no cache source holds blob {}", layer.blob_digest))?;
-        let client = crate::commands::registry::client_for(self.globals, &repository.registry);
+        let client = self.client(&repository.registry);
         fetch_cache_layer(store, &client, &repository, layer).map_err(|e| e.to_string())
     }
 }
