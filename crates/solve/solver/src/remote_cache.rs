@@ -209,6 +209,151 @@ mod tests {
         }
     }
 
+    /// Serves blobs from memory; counts fetches.
+    struct MemoryCache {
+        blobs: BTreeMap<Digest, Vec<u8>>,
+        entries: Vec<RemoteCacheEntry>,
+        fetches: std::sync::Mutex<Vec<Digest>>,
+    }
+
+    impl RemoteCache for MemoryCache {
+        fn entries(&self, _store: &Store, source: &str) -> Result<Vec<RemoteCacheEntry>, String> {
+            match source {
+                "good" => Ok(self.entries.clone()),
+                _ => Err("registry down".to_owned()),
+            }
+        }
+
+        fn fetch_layer(&self, store: &Store, layer: &LayerInfo) -> Result<(), String> {
+            self.fetches.lock().unwrap().push(layer.blob_digest);
+            let bytes = self.blobs.get(&layer.blob_digest).ok_or("no such blob")?;
+            let mut writer = store
+                .blob_writer(Some(layer.blob_digest), Some(layer.compressed_size))
+                .map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut writer, bytes).map_err(|e| e.to_string())?;
+            writer.commit().map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+
+    struct Warnings(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Warnings {
+        fn event(&self, event: Event<'_>) {
+            if let Event::Warning(text) = event {
+                self.0.lock().unwrap().push(text.to_owned());
+            }
+        }
+    }
+
+    fn blob_layer(bytes: &[u8]) -> LayerInfo {
+        LayerInfo {
+            diff_id: Digest::of(b"diff"),
+            blob_digest: Digest::of(bytes),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_owned(),
+            compressed_size: bytes.len() as u64,
+            uncompressed_size: None,
+        }
+    }
+
+    #[test]
+    fn hits_fetch_their_blob_once_and_only_when_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (taken, never) = (b"taken layer".to_vec(), b"never taken".to_vec());
+        let (key_taken, key_never) = (Digest::of(b"k1"), Digest::of(b"k2"));
+        let remote = MemoryCache {
+            blobs: BTreeMap::from([
+                (Digest::of(&taken), taken.clone()),
+                (Digest::of(&never), never.clone()),
+            ]),
+            entries: vec![
+                RemoteCacheEntry {
+                    key: key_taken,
+                    layer: blob_layer(&taken),
+                },
+                RemoteCacheEntry {
+                    key: key_never,
+                    layer: blob_layer(&never),
+                },
+            ],
+            fetches: std::sync::Mutex::new(Vec::new()),
+        };
+        let warnings = Warnings(std::sync::Mutex::new(Vec::new()));
+        let hits = RemoteHits::load(
+            &store,
+            &remote,
+            &["down".to_owned(), "good".to_owned()],
+            &warnings,
+        );
+        assert_eq!(hits.len(), 2);
+        assert_eq!(warnings.0.lock().unwrap().len(), 1, "the down source warns");
+        assert!(
+            remote.fetches.lock().unwrap().is_empty(),
+            "loading fetches nothing"
+        );
+
+        let layer = hits.take(&store, &key_taken, &warnings).unwrap();
+        assert_eq!(layer, Some(Ok(blob_layer(&taken))));
+        assert!(store.has_blob(&Digest::of(&taken)));
+        assert!(!store.has_blob(&Digest::of(&never)));
+        assert!(store.cache_get(&key_taken).unwrap().is_some());
+        // Taken again: the blob is there, nothing is fetched.
+        hits.take(&store, &key_taken, &warnings).unwrap();
+        assert_eq!(*remote.fetches.lock().unwrap(), vec![Digest::of(&taken)]);
+        assert_eq!(
+            hits.take(&store, &Digest::of(b"unknown"), &warnings)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_verify_is_a_miss_never_a_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = b"the real layer".to_vec();
+        let key = Digest::of(b"k");
+        // The source serves other bytes under the digest.
+        let remote = MemoryCache {
+            blobs: BTreeMap::from([(Digest::of(&good), b"something else".to_vec())]),
+            entries: vec![RemoteCacheEntry {
+                key,
+                layer: blob_layer(&good),
+            }],
+            fetches: std::sync::Mutex::new(Vec::new()),
+        };
+        let warnings = Warnings(std::sync::Mutex::new(Vec::new()));
+        let hits = RemoteHits::load(&store, &remote, &["good".to_owned()], &warnings);
+        let taken = hits.take(&store, &key, &warnings).unwrap();
+        assert!(matches!(
+            taken,
+            Some(Err(MissReason::CachedLayerUnusable { .. }))
+        ));
+        assert!(!store.has_blob(&Digest::of(&good)));
+        assert!(store.cache_get(&key).unwrap().is_none());
+        assert_eq!(warnings.0.lock().unwrap().len(), 1);
+
+        // A damaged copy already in the store (same size) stays unused even
+        // when the source serves the right bytes (the store keeps the copy
+        // it has, so the blob is checked again after the fetch).
+        let path = store.blob_path(&Digest::of(&good));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"the fake layer").unwrap();
+        let honest = MemoryCache {
+            blobs: BTreeMap::from([(Digest::of(&good), good.clone())]),
+            entries: remote.entries.clone(),
+            fetches: std::sync::Mutex::new(Vec::new()),
+        };
+        let hits = RemoteHits::load(&store, &honest, &["good".to_owned()], &warnings);
+        let taken = hits.take(&store, &key, &warnings).unwrap();
+        assert_eq!(honest.fetches.lock().unwrap().len(), 1);
+        assert!(matches!(
+            taken,
+            Some(Err(MissReason::CachedLayerUnusable { .. }))
+        ));
+        assert!(store.cache_get(&key).unwrap().is_none());
+    }
+
     #[test]
     fn stage_entries_skip_unkeyed_layers_and_chain_parents() {
         let k = |s: &str| Digest::of(s.as_bytes());
