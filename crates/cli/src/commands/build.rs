@@ -106,9 +106,14 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` (or `id=ID,env=VAR`).
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     secrets: Vec<String>,
-    /// An image whose layers may serve as cache hits (repeatable).
-    #[arg(long = "cache-from", value_name = "IMAGE")]
+    /// Cache hits from an image or a registry cache (repeatable):
+    /// `IMAGE` or `type=registry,ref=REF`.
+    #[arg(long = "cache-from", value_name = "IMAGE|type=registry,ref=REF")]
     cache_from: Vec<String>,
+    /// Export the build cache (repeatable):
+    /// `type=registry,ref=REF[,mode=min|max][,ignore-error=true]`.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=min|max]")]
+    cache_to: Vec<String>,
     /// Check the registry for a newer version of every base image.
     #[arg(long)]
     pull: bool,
@@ -219,6 +224,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         None => read_dockerfile(&context_dir.join("Dockerfile"))?,
     };
 
+    for value in &args.cache_from {
+        crate::commands::cache_spec::parse_cache_from(value)?;
+    }
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|value| crate::commands::cache_spec::parse_cache_to(value))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut secret_files = Vec::new();
     let request = BuildRequest {
         dockerfile: dockerfile.clone(),
@@ -251,8 +264,10 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         other => other,
     };
     let printer = Printer::new(mode, args.quiet, args.explain);
+    let remote_cache = crate::commands::build_cache::RegistryCache::new(globals);
     let images = RegistryImages {
         globals,
+        remote_cache: &remote_cache,
         policy: if args.pull {
             stowage_distribution::PullPolicy::Always
         } else {
@@ -345,6 +360,19 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for spec in &cache_to {
+        match crate::commands::build_cache::export(&store, globals, spec, &result.cache_export) {
+            Ok(Some(pushed)) => eprintln!(
+                "exported {} cache entries to {}@{}",
+                pushed.entries,
+                pushed.reference.familiar(),
+                pushed.manifest_digest
+            ),
+            Ok(None) => {}
+            Err(error) if spec.ignores_errors() => eprintln!("warning: {error:#}"),
+            Err(error) => return Err(error),
+        }
+    }
     if args.push {
         for tag in &result.tags {
             let client = crate::commands::registry::client_for(globals, tag.domain());
@@ -420,10 +448,15 @@ fn parse_secrets(
 /// always, with `--pull`).
 struct RegistryImages<'a> {
     globals: &'a Globals,
+    remote_cache: &'a crate::commands::build_cache::RegistryCache<'a>,
     policy: stowage_distribution::PullPolicy,
 }
 
 impl ImageSource for RegistryImages<'_> {
+    fn remote_cache(&self) -> Option<&dyn stowage_solver::remote_cache::RemoteCache> {
+        Some(self.remote_cache)
+    }
+
     fn image(
         &self,
         store: &stowage_store::Store,

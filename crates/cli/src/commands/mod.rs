@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod build_cache;
+pub mod cache_spec;
 pub mod images;
 pub mod lint;
 pub mod parse;

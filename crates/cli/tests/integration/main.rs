@@ -6,6 +6,7 @@ mod build;
 mod convert;
 mod images;
 mod lint;
+mod regcache;
 mod registry;
 mod reproducible;
 mod squash;

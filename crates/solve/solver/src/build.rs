@@ -26,6 +26,7 @@ use crate::error::{BuildError, StepError, StepLocation};
 use crate::layer::oci_layer_media_type;
 use crate::mounts;
 use crate::progress::{Event, Progress, StepId, StepOutcome};
+use crate::remote_cache::{CacheExport, RemoteCache, RemoteHits, stage_entries};
 use crate::rootfs::{MergedView, lowers_for};
 use crate::run::{RunParams, run_step};
 use crate::squash::{SquashMode, squash_stage};
@@ -80,6 +81,12 @@ pub struct BuildRequest {
 pub trait ImageSource: Sync {
     /// The image for `reference`, as stored (pulling it first if needed).
     fn image(&self, store: &Store, reference: &str) -> Result<stowage_store::ImageDetails, String>;
+
+    /// Where `--cache-from` values are read from, if not from images in the
+    /// store (see [`crate::remote_cache`]).
+    fn remote_cache(&self) -> Option<&dyn RemoteCache> {
+        None
+    }
 }
 
 /// Only the local store.
@@ -129,6 +136,8 @@ pub struct BuildResult {
     /// The whole context's files and bytes, when a COPY of the context root
     /// walked it anyway (so nobody walks it twice).
     pub context_total: Option<(u64, u64)>,
+    /// The keyed layers `--cache-to` can export.
+    pub cache_export: CacheExport,
 }
 
 /// How a stage starts.
@@ -246,12 +255,18 @@ pub fn build(
         progress.event(Event::Warning(&text));
     }
 
-    for reference in &request.cache_from {
-        let image = images
-            .image(store, reference)
-            .map_err(|detail| BuildError::Setup(format!("--cache-from {reference}: {detail}")))?;
-        import_cache_keys(store, &image)?;
-    }
+    let remote_hits = match images.remote_cache() {
+        Some(remote) => RemoteHits::load(store, remote, &request.cache_from, progress),
+        None => {
+            for reference in &request.cache_from {
+                let image = images.image(store, reference).map_err(|detail| {
+                    BuildError::Setup(format!("--cache-from {reference}: {detail}"))
+                })?;
+                import_cache_keys(store, &image)?;
+            }
+            RemoteHits::default()
+        }
+    };
 
     let context = open_context(request)?;
     let context_id = context.root().to_string_lossy().into_owned();
@@ -286,6 +301,7 @@ pub fn build(
         used: Mutex::new((0, 0)),
         context_total: Mutex::new(None),
         cancel: CancelToken::new(),
+        remote_hits,
     };
     run_stages(&runner, &program, &expanded, &needed, &bases)?;
     let positions = std::mem::take(&mut *lock(&runner.positions));
@@ -293,6 +309,14 @@ pub fn build(
     reports.sort_by_key(|r| (r.id.stage_index, r.id.step));
     let used = *lock(&runner.used);
     let context_total = *lock(&runner.context_total);
+    let cache_export = {
+        let finished = lock(&runner.finished);
+        let entries = |state: &StageState| stage_entries(&state.layers, &state.layer_keys);
+        CacheExport::collect(
+            finished.get(&target).map(entries).unwrap_or_default(),
+            finished.values().map(entries),
+        )
+    };
     let mut final_state = lock(&runner.finished)
         .remove(&target)
         .ok_or_else(|| BuildError::Setup("the target stage was not built".to_owned()))?;
@@ -325,6 +349,7 @@ pub fn build(
             config: Some(final_state.config),
             context_used: used,
             context_total,
+            cache_export,
         });
     }
     store.set_cache_positions(&positions)?;
@@ -413,6 +438,7 @@ pub fn build(
         config: Some(final_state.config),
         context_used: used,
         context_total,
+        cache_export,
     })
 }
 
@@ -730,6 +756,8 @@ struct Runner<'a> {
     context_total: Mutex<Option<(u64, u64)>>,
     /// Set when a stage failed: running RUNs are killed, no new step starts.
     cancel: CancelToken,
+    /// `--cache-from` entries, fetched when a hit is taken.
+    remote_hits: RemoteHits<'a>,
 }
 
 impl Runner<'_> {
@@ -1020,12 +1048,22 @@ impl Runner<'_> {
                 Some(layer) if self.layer_usable(&layer) => return Ok(Ok(layer)),
                 Some(layer) => {
                     self.store.cache_forget(&key)?;
+                    if let Some(Ok(layer)) =
+                        self.remote_hits.take(self.store, &key, self.progress)?
+                    {
+                        return Ok(Ok(layer));
+                    }
                     return Ok(Err(vec![MissReason::CachedLayerUnusable {
                         detail: format!("blob {} is missing or damaged", layer.blob_digest),
                     }]));
                 }
                 None => {}
             }
+        }
+        match self.remote_hits.take(self.store, &key, self.progress)? {
+            Some(Ok(layer)) => return Ok(Ok(layer)),
+            Some(Err(reason)) => return Ok(Err(vec![reason])),
+            None => {}
         }
         // Explain the miss against the last build of this step.
         let previous = match self.store.cache_position(&self.position(stage, step))? {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod layer;
 pub mod mounts;
 pub mod progress;
+pub mod remote_cache;
 pub mod rootfs;
 pub mod run;
 pub mod squash;

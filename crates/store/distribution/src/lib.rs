@@ -9,6 +9,9 @@
 //! - [`push`] uploads a stored image's layers concurrently (skipping blobs the
 //!   registry has, mounting blobs it holds under another repository), then the
 //!   config, then the manifest, unchanged, so the digest stays the local one.
+//! - [`cache`] exports a build's cache to a registry (an OCI manifest whose
+//!   config is a stowage cache config) and reads cache sources back, manifest
+//!   and config only, with each layer blob fetched when a hit needs it.
 //!
 //! Both Docker v2 schema 2 and OCI manifests pass through byte for byte, with
 //! gzip, zstd or uncompressed layers. Every blob and manifest is verified against
@@ -16,6 +19,7 @@
 //! only a deleted temp file. Where blobs live and which repository digests an
 //! image has are kept in [`Records`] (`<root>/distribution-v1.db`).
 
+pub mod cache;
 pub mod error;
 pub mod pull;
 pub mod push;

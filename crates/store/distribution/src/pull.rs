@@ -120,9 +120,9 @@ pub struct EnsuredImage {
 }
 
 /// A writer into memory that refuses to grow past a limit.
-struct BoundedBuffer {
-    bytes: Vec<u8>,
-    limit: u64,
+pub(crate) struct BoundedBuffer {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) limit: u64,
 }
 
 impl Write for BoundedBuffer {

@@ -64,7 +64,7 @@ pub struct PushedImage {
 /// Pushes the blob at `path` to `repository`, mounting from a known repository
 /// when possible. A failing mount (no pull right on the source, a registry that
 /// refuses mounts) falls back to a plain push and forgets the source.
-fn push_one(
+pub(crate) fn push_one(
     client: &RegistryClient,
     records: &Records,
     repository: &Repository,
