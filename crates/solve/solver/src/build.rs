@@ -30,6 +30,7 @@ use crate::remote_cache::{CacheExport, RemoteCache, RemoteHits, stage_entries};
 use crate::rootfs::{MergedView, lowers_for};
 use crate::run::{RunParams, run_step};
 use crate::squash::{SquashMode, squash_stage};
+use crate::unpacked_digests::UnpackedDigests;
 
 /// The Dockerfile to build.
 #[derive(Debug, Clone)]
@@ -302,6 +303,7 @@ pub fn build(
         context_total: Mutex::new(None),
         cancel: CancelToken::new(),
         remote_hits,
+        unpacked_digests: UnpackedDigests::new(store),
     };
     run_stages(&runner, &program, &expanded, &needed, &bases)?;
     let positions = std::mem::take(&mut *lock(&runner.positions));
@@ -320,6 +322,7 @@ pub fn build(
     let mut final_state = lock(&runner.finished)
         .remove(&target)
         .ok_or_else(|| BuildError::Setup("the target stage was not built".to_owned()))?;
+    runner.unpacked_digests.save()?;
     drop(runner);
 
     if stat_cache.is_changed() {
@@ -748,6 +751,8 @@ struct Runner<'a> {
     expanded: &'a ExpandedProgram,
     context: &'a Context,
     stat_cache: Mutex<&'a mut StatCache>,
+    /// Remembered digests of files in unpacked layers (`COPY --from`).
+    unpacked_digests: UnpackedDigests<'a>,
     positions: Mutex<Vec<(String, Digest)>>,
     position_prefix: String,
     reports: Mutex<Vec<StepReport>>,
@@ -1350,6 +1355,7 @@ impl Runner<'_> {
                 CopyFrom::Image {
                     view: &source_view,
                     name: &source_name,
+                    digests: Some(&self.unpacked_digests),
                 }
             }
         };

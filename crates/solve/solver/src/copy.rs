@@ -20,6 +20,7 @@ use crate::cachekey::{FileInput, FileType};
 use crate::error::StepError;
 use crate::layer::LayerSink;
 use crate::rootfs::MergedView;
+use crate::unpacked_digests::UnpackedDigests;
 
 /// Where COPY reads from.
 pub enum CopyFrom<'a> {
@@ -36,6 +37,8 @@ pub enum CopyFrom<'a> {
         view: &'a MergedView,
         /// How to name it in messages.
         name: &'a str,
+        /// Remembered content digests of its files (else every file is read).
+        digests: Option<&'a UnpackedDigests<'a>>,
     },
 }
 
@@ -212,7 +215,7 @@ pub fn plan_copy(
                         });
                     }
                 }
-                CopyFrom::Image { view, name } => {
+                CopyFrom::Image { view, name, .. } => {
                     let found = resolve_in_image(view, path).ok_or_else(|| {
                         StepError::Invalid(format!("{path:?} not found in {name}"))
                     })?;
@@ -355,6 +358,10 @@ pub fn plan_copy(
                 }
             }
             TopKind::Image(found) => {
+                let digests = match from {
+                    CopyFrom::Image { digests, .. } => *digests,
+                    CopyFrom::Context { .. } => None,
+                };
                 if found.meta.is_dir() {
                     let CopyFrom::Image { view, .. } = from else {
                         continue;
@@ -378,7 +385,7 @@ pub fn plan_copy(
                     }
                     selected.sort_by_key(|a| sort_key(&a.0));
                     // The destination directory itself takes the source's metadata.
-                    let dir_input = image_input(&found, "", spec, owner)?;
+                    let dir_input = image_input(&found, "", spec, owner, digests)?;
                     files.push(dir_input);
                     if !plan.has(&dest) {
                         match image.resolve(&dest, true) {
@@ -398,7 +405,7 @@ pub fn plan_copy(
                         }
                     }
                     for (within, child) in selected {
-                        let input = image_input(&child, &within, spec, owner)?;
+                        let input = image_input(&child, &within, spec, owner, digests)?;
                         if input.file_type == FileType::File {
                             plan.file_count += 1;
                             plan.file_bytes += child.meta.len();
@@ -419,7 +426,7 @@ pub fn plan_copy(
                     } else {
                         dest.clone()
                     };
-                    let input = image_input(&found, basename(&found.path), spec, owner)?;
+                    let input = image_input(&found, basename(&found.path), spec, owner, digests)?;
                     plan.file_count += 1;
                     plan.file_bytes += found.meta.len();
                     let digest = input.digest;
@@ -560,6 +567,7 @@ fn image_input(
     within: &str,
     spec: &CopySpec<'_>,
     owner: (u32, u32),
+    digests: Option<&UnpackedDigests<'_>>,
 ) -> Result<FileInput, StepError> {
     let file_type = if found.meta.is_dir() {
         FileType::Dir
@@ -577,10 +585,11 @@ fn image_input(
         String::new()
     };
     let digest = if file_type == FileType::File {
-        Some(
-            stowage_context::hash_file(&found.disk, found.meta.len())
+        Some(match digests {
+            Some(digests) => digests.digest(&found.disk, &found.meta)?,
+            None => stowage_context::hash_file(&found.disk, found.meta.len())
                 .map_err(StepError::Context)?,
-        )
+        })
     } else {
         None
     };
@@ -771,6 +780,7 @@ mod tests {
             let mut from = CopyFrom::Image {
                 view: &source,
                 name: "--from=test",
+                digests: None,
             };
             let plan = plan_copy(&mut from, &spec, &image).unwrap();
             assert_eq!(plan.keep_owners, owner.is_none());

@@ -19,6 +19,7 @@ pub mod remote_cache;
 pub mod rootfs;
 pub mod run;
 pub mod squash;
+pub mod unpacked_digests;
 
 pub use build::{
     BuildRequest, BuildResult, DockerfileInput, ImageSource, LocalImages, StepReport, build,
