@@ -7,8 +7,10 @@
 //! read twice.
 
 mod glob;
+mod prefetch;
 mod statcache;
 
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -447,7 +449,7 @@ impl Context {
         if top.kind == EntryKind::Dir {
             // The entry may be a followed symlink: walk the real directory but
             // report paths under the name the caller holds.
-            self.walk_children(&top.rel, visit)?;
+            self.walk_from(&top.rel, visit)?;
         }
         Ok(())
     }
@@ -457,29 +459,27 @@ impl Context {
         rel: &str,
         visit: &mut dyn FnMut(&Entry) -> Result<(), ContextError>,
     ) -> Result<(), ContextError> {
-        self.walk_children(rel, visit)
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let descend = |dir: &str| match self.excluded(dir) {
+            Ok(false) | Err(_) => true,
+            Ok(true) => !self.filter.can_skip_excluded_dir(dir),
+        };
+        let mut listings = prefetch::prefetch_listings(&self.root, rel, threads, &descend);
+        self.walk_children(rel, visit, &mut listings)
     }
 
     fn walk_children(
         &self,
         rel: &str,
         visit: &mut dyn FnMut(&Entry) -> Result<(), ContextError>,
+        listings: &mut HashMap<String, prefetch::ListingResult>,
     ) -> Result<(), ContextError> {
-        let dir_path = self.path_of(rel);
-        let read = fs::read_dir(&dir_path).map_err(io_err(&dir_path))?;
-        // Each child is stat-ed relative to the open directory (no walk of the whole
-        // path per file): the bulk of a no-op rebuild's time on a big context.
-        let mut children = Vec::new();
-        for item in read {
-            let item = item.map_err(io_err(&dir_path))?;
-            let meta = match item.metadata() {
-                Ok(meta) => meta,
-                // Deleted since the directory was read.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&item.path())(e)),
-            };
-            children.push((item.file_name(), meta));
-        }
+        // Listings come stat-ed (relative to their open directory) from the parallel
+        // prefetch; one it did not read (it changed since) is read now.
+        let listing = listings
+            .remove(rel)
+            .unwrap_or_else(|| prefetch::read_listing(&self.path_of(rel)));
+        let mut children = listing.map_err(|(path, source)| ContextError::Io { path, source })?;
         children.sort_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
         for (name, meta) in children {
             let name = name.to_string_lossy().into_owned();
@@ -499,7 +499,7 @@ impl Context {
             if excluded {
                 if entry.kind == EntryKind::Dir && !self.filter.can_skip_excluded_dir(&child) {
                     // An exception may bring back something below.
-                    self.walk_children(&child, visit)?;
+                    self.walk_children(&child, visit, listings)?;
                 }
                 continue;
             }
@@ -508,7 +508,7 @@ impl Context {
             }
             visit(&entry)?;
             if entry.kind == EntryKind::Dir {
-                self.walk_children(&child, visit)?;
+                self.walk_children(&child, visit, listings)?;
             }
         }
         Ok(())

@@ -459,30 +459,30 @@ impl Store {
                  FROM context_stat_cache WHERE context = ?1",
             )
             .map_err(&db_err)?;
-        let rows = statement
-            .query_map([context], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                ))
-            })
-            .map_err(&db_err)?;
+        let mut rows = statement.query([context]).map_err(&db_err)?;
         let mut out = Vec::new();
-        for row in rows {
-            let (path, dev, ino, size, mtime, ctime, digest) = row.map_err(&db_err)?;
+        while let Some(row) = rows.next().map_err(&db_err)? {
+            let text = |index: usize| row.get_ref(index).ok().and_then(|v| v.as_str().ok());
+            let (Some(path), Some(mtime), Some(ctime), Some(digest)) =
+                (text(0), text(4), text(5), text(6))
+            else {
+                continue;
+            };
             // Rows that do not parse are dropped: the file is simply hashed again.
             let (Ok(mtime_ns), Ok(ctime_ns), Ok(digest)) =
                 (mtime.parse(), ctime.parse(), digest.parse())
             else {
                 continue;
             };
+            let (Ok(dev), Ok(ino), Ok(size)) = (
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3),
+            ) else {
+                continue;
+            };
             out.push(StatRecord {
-                path,
+                path: path.to_owned(),
                 dev: dev as u64,
                 ino: ino as u64,
                 size: from_sql(size),
