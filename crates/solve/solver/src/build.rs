@@ -271,20 +271,9 @@ pub fn build(
 
     let context = open_context(request)?;
     let context_id = context.root().to_string_lossy().into_owned();
-    let mut stat_cache =
-        StatCache::from_records(store.stat_cache_load(&context_id)?.into_iter().map(|r| {
-            (
-                r.path,
-                StatKey {
-                    dev: r.dev,
-                    ino: r.ino,
-                    size: r.size,
-                    mtime_ns: r.mtime_ns,
-                    ctime_ns: r.ctime_ns,
-                },
-                r.digest,
-            )
-        }));
+    // Loaded when a step first needs a file's digest: a COPY whose selection is unchanged
+    // since the last build (same metadata fingerprint) never does.
+    let stat_cache: Mutex<Option<StatCache>> = Mutex::new(None);
 
     let runner = Runner {
         store,
@@ -294,7 +283,8 @@ pub fn build(
         program: &program,
         expanded: &expanded,
         context: &context,
-        stat_cache: Mutex::new(&mut stat_cache),
+        stat_cache: &stat_cache,
+        context_id: &context_id,
         positions: Mutex::new(Vec::new()),
         position_prefix: format!("{}\0{}", context_id, request.dockerfile.name),
         reports: Mutex::new(Vec::new()),
@@ -325,7 +315,10 @@ pub fn build(
     runner.unpacked_digests.save()?;
     drop(runner);
 
-    if stat_cache.is_changed() {
+    let stat_cache = stat_cache
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(stat_cache) = stat_cache.filter(StatCache::is_changed) {
         let records: Vec<StatRecord> = stat_cache
             .records()
             .into_iter()
@@ -750,7 +743,9 @@ struct Runner<'a> {
     program: &'a Program,
     expanded: &'a ExpandedProgram,
     context: &'a Context,
-    stat_cache: Mutex<&'a mut StatCache>,
+    stat_cache: &'a Mutex<Option<StatCache>>,
+    /// The stat cache's name for this context.
+    context_id: &'a str,
     /// Remembered digests of files in unpacked layers (`COPY --from`).
     unpacked_digests: UnpackedDigests<'a>,
     positions: Mutex<Vec<(String, Digest)>>,
@@ -1318,13 +1313,66 @@ impl Runner<'_> {
             excludes: args.excludes,
             clamp_mtime: self.request.timestamp,
         };
+        let keyword = if args.is_add { "ADD" } else { "COPY" };
+        let mut created_by = String::from(keyword);
+        if let Some(chown) = args.chown {
+            created_by.push_str(&format!(" --chown={chown}"));
+        }
+        if let Some(chmod) = args.chmod {
+            created_by.push_str(&format!(" --chmod={chmod}"));
+        }
+        for source in args.sources {
+            match source {
+                Source::Path { path } => created_by.push_str(&format!(" {path}")),
+                Source::Heredoc { name, .. } => created_by.push_str(&format!(" <<{name}")),
+            }
+        }
+        created_by.push_str(&format!(" {} # buildkit", args.dest));
+        let mut inputs = StepInputs::new(
+            if args.is_add {
+                OpKind::Add
+            } else {
+                OpKind::Copy
+            },
+            Some(state.key),
+            &created_by,
+            &self.platform(),
+        );
+        inputs.fields.insert("workdir".into(), workdir.clone());
+        if let Some(from) = args.from {
+            inputs.fields.insert("from".into(), from.to_owned());
+        }
+        // A COPY from the context whose selection has the same metadata fingerprint as in an
+        // earlier build has that build's key: take its layer without loading the stat cache,
+        // planning, or hashing anything.
+        let fingerprint = self.copy_fingerprint(state, args, &inputs, owner, chmod);
+        if let Some(fingerprint) = &fingerprint
+            && let Some((key, files, bytes)) = self.store.copy_fingerprint_get(fingerprint)?
+            && let Some(layer) = self.usable_cached_layer(&key)?
+        {
+            self.count_context_use(args, files, bytes);
+            self.take_hit(
+                stage_index,
+                state,
+                (id, text),
+                key,
+                layer,
+                created_by,
+                started,
+            );
+            return Ok(());
+        }
         let source_view;
         let source_name;
-        let mut stat_cache_guard = lock(&self.stat_cache);
+        let mut stat_cache_slot = lock(self.stat_cache);
+        if stat_cache_slot.is_none() {
+            *stat_cache_slot = Some(load_stat_cache(self.store, self.context_id)?);
+        }
+        let stat_cache_guard = stat_cache_slot.get_or_insert_with(StatCache::default);
         let mut from = match args.from {
             None => CopyFrom::Context {
                 context: self.context,
-                stat_cache: &mut stat_cache_guard,
+                stat_cache: &mut *stat_cache_guard,
             },
             Some(reference) => {
                 let layers = match self.program.stage(reference) {
@@ -1364,7 +1412,7 @@ impl Runner<'_> {
             crate::add::plan_add(
                 self.store,
                 self.context,
-                &mut stat_cache_guard,
+                &mut *stat_cache_guard,
                 &spec,
                 &view,
                 args.checksum,
@@ -1376,51 +1424,12 @@ impl Runner<'_> {
         } else {
             plan_copy(&mut from, &spec, &view)
         };
-        drop(stat_cache_guard);
+        drop(stat_cache_slot);
         let plan = plan?;
-        if args.from.is_none() {
-            let mut used = lock(&self.used);
-            used.0 += plan.file_count;
-            used.1 += plan.file_bytes;
-            let copies_root = !args.is_add
-                && args.excludes.is_empty()
-                && args.sources.len() == 1
-                && matches!(&args.sources[0], Source::Path { path } if path.split('/').all(|c| c.is_empty() || c == "."));
-            if copies_root {
-                *lock(&self.context_total) = Some((plan.file_count, plan.file_bytes));
-            }
-        }
-        let keyword = if args.is_add { "ADD" } else { "COPY" };
-        let mut created_by = String::from(keyword);
-        if let Some(chown) = args.chown {
-            created_by.push_str(&format!(" --chown={chown}"));
-        }
-        if let Some(chmod) = args.chmod {
-            created_by.push_str(&format!(" --chmod={chmod}"));
-        }
-        for source in args.sources {
-            match source {
-                Source::Path { path } => created_by.push_str(&format!(" {path}")),
-                Source::Heredoc { name, .. } => created_by.push_str(&format!(" <<{name}")),
-            }
-        }
-        created_by.push_str(&format!(" {} # buildkit", args.dest));
-        let mut inputs = StepInputs::new(
-            if args.is_add {
-                OpKind::Add
-            } else {
-                OpKind::Copy
-            },
-            Some(state.key),
-            &created_by,
-            &self.platform(),
-        );
-        inputs.fields.insert("workdir".into(), workdir.clone());
-        if let Some(from) = args.from {
-            inputs.fields.insert("from".into(), from.to_owned());
-        }
+        self.count_context_use(args, plan.file_count, plan.file_bytes);
         inputs.files = plan.files.clone();
         let kind = if args.is_add { "add" } else { "copy" };
+        let (file_count, file_bytes) = (plan.file_count, plan.file_bytes);
         self.layer_step(
             stage_index,
             state,
@@ -1434,7 +1443,97 @@ impl Runner<'_> {
                 drop(scratch);
                 layer
             },
-        )
+        )?;
+        if let Some(fingerprint) = &fingerprint {
+            self.store
+                .copy_fingerprint_put(fingerprint, &inputs.key(), file_count, file_bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The fast-path fingerprint of a COPY from the context: its inputs without files, the
+    /// options that shape the selection, and the selection's metadata. `None` where the
+    /// fast path does not apply (other sources, ADD, heredocs, --no-cache, a parent that
+    /// missed) or the context cannot be read (the planner then reports why).
+    fn copy_fingerprint(
+        &self,
+        state: &StageState,
+        args: &CopyArgs<'_>,
+        inputs: &StepInputs,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    ) -> Option<Digest> {
+        if args.from.is_some() || args.is_add || self.request.no_cache || state.missed {
+            return None;
+        }
+        let paths: Vec<&str> = args
+            .sources
+            .iter()
+            .map(|source| match source {
+                Source::Path { path } => Some(path.as_str()),
+                Source::Heredoc { .. } => None,
+            })
+            .collect::<Option<_>>()?;
+        let selection = self.context.selection_fingerprint(&paths).ok()?;
+        let mut hasher = stowage_digest::Hasher::new();
+        hasher.update(b"stowage copy fingerprint v1\0");
+        hasher.update(inputs.key().as_bytes());
+        hasher.update(format!("{owner:?}\0{chmod:?}\0{:?}\0", args.excludes).as_bytes());
+        hasher.update(selection.as_bytes());
+        Some(hasher.finish())
+    }
+
+    /// The layer cached under `key`, if its blob can be used.
+    fn usable_cached_layer(&self, key: &CacheKey) -> Result<Option<LayerInfo>, StepError> {
+        Ok(self
+            .store
+            .cache_get(key)?
+            .and_then(|record| record.layer)
+            .filter(|layer| self.layer_usable(layer)))
+    }
+
+    /// Counts the context files and bytes a COPY/ADD from the context used.
+    fn count_context_use(&self, args: &CopyArgs<'_>, file_count: u64, file_bytes: u64) {
+        if args.from.is_some() {
+            return;
+        }
+        let mut used = lock(&self.used);
+        used.0 += file_count;
+        used.1 += file_bytes;
+        let copies_root = !args.is_add
+            && args.excludes.is_empty()
+            && args.sources.len() == 1
+            && matches!(&args.sources[0], Source::Path { path } if path.split('/').all(|c| c.is_empty() || c == "."));
+        if copies_root {
+            *lock(&self.context_total) = Some((file_count, file_bytes));
+        }
+    }
+
+    /// A cache hit found without [`Runner::lookup`]: the step ends as `layer_step` ends one.
+    #[allow(clippy::too_many_arguments)]
+    fn take_hit(
+        &self,
+        stage_index: usize,
+        state: &mut StageState,
+        (id, text): (&StepId, &str),
+        key: CacheKey,
+        layer: LayerInfo,
+        created_by: String,
+        started: Instant,
+    ) {
+        lock(&self.positions).push((self.position(stage_index, id.step), key));
+        state.key = key;
+        state.layers.push(layer.clone());
+        state.layer_keys.push(Some(key));
+        self.push_history(state, created_by, false);
+        self.finish_step(
+            id,
+            text,
+            StepOutcome::Cached,
+            Vec::new(),
+            started,
+            Some(layer),
+        );
     }
 
     /// The shape every layer step shares: look its key up; on a hit reuse
@@ -1484,6 +1583,25 @@ impl Runner<'_> {
         self.finish_step(id, text, outcome, reasons, started, layer);
         Ok(())
     }
+}
+
+/// The stat cache the store holds for a context.
+fn load_stat_cache(store: &Store, context_id: &str) -> Result<StatCache, StepError> {
+    Ok(StatCache::from_records(
+        store.stat_cache_load(context_id)?.into_iter().map(|r| {
+            (
+                r.path,
+                StatKey {
+                    dev: r.dev,
+                    ino: r.ino,
+                    size: r.size,
+                    mtime_ns: r.mtime_ns,
+                    ctime_ns: r.ctime_ns,
+                },
+                r.digest,
+            )
+        }),
+    ))
 }
 
 /// Scratch directories removed when dropped.

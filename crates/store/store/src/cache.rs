@@ -50,6 +50,13 @@ CREATE TABLE IF NOT EXISTS context_stat_cache (
     digest   TEXT NOT NULL,
     PRIMARY KEY (context, path)
 );
+CREATE TABLE IF NOT EXISTS copy_fingerprints (
+    fingerprint  TEXT PRIMARY KEY,
+    key          TEXT NOT NULL,
+    file_count   INTEGER NOT NULL,
+    file_bytes   INTEGER NOT NULL,
+    updated_unix INTEGER NOT NULL
+);
 ";
 
 /// One cached step result.
@@ -386,6 +393,11 @@ impl Store {
                 report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
             }
         }
+        tx.execute(
+            "DELETE FROM copy_fingerprints WHERE key NOT IN (SELECT key FROM build_cache)",
+            [],
+        )
+        .map_err(&db_err)?;
         tx.commit().map_err(&db_err)?;
         Ok(report)
     }
@@ -447,6 +459,50 @@ impl Store {
         }
         self.mark_blob_verified(digest)?;
         Ok(true)
+    }
+
+    /// The step key last computed for a COPY whose selection had this metadata fingerprint
+    /// (see `Context::selection_fingerprint`), with the files and bytes it selected.
+    pub fn copy_fingerprint_get(&self, fingerprint: &Digest) -> Result<Option<(Digest, u64, u64)>> {
+        let conn = self.conn();
+        let row: Option<(String, i64, i64)> = conn
+            .query_row(
+                "SELECT key, file_count, file_bytes FROM copy_fingerprints WHERE fingerprint = ?1",
+                [fingerprint.to_string()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(self.db_err())?;
+        Ok(row.and_then(|(key, files, bytes)| {
+            key.parse()
+                .ok()
+                .map(|key| (key, from_sql(files), from_sql(bytes)))
+        }))
+    }
+
+    /// Remembers the step key computed for a COPY selection fingerprint.
+    pub fn copy_fingerprint_put(
+        &self,
+        fingerprint: &Digest,
+        key: &Digest,
+        file_count: u64,
+        file_bytes: u64,
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR REPLACE INTO copy_fingerprints
+               (fingerprint, key, file_count, file_bytes, updated_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                fingerprint.to_string(),
+                key.to_string(),
+                to_sql(file_count),
+                to_sql(file_bytes),
+                now_unix()
+            ],
+        )
+        .map_err(self.db_err())?;
+        Ok(())
     }
 
     /// The stat-cache rows of one build context.
