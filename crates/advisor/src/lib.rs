@@ -100,7 +100,18 @@ pub fn scan_image(
             reference: reference.to_owned(),
             source,
         })?;
-    let sources = layer_sources(&details);
+    let (sources, scan) = scan_details(store, &details, reference)?;
+    Ok((details, sources, scan))
+}
+
+/// Streams each layer of an already loaded image once through a [`Scanner`];
+/// `reference` names the image in errors.
+pub fn scan_details(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    let sources = layer_sources(details);
     let mut scanner = Scanner::new();
     for (index, layer) in details.layers.iter().enumerate() {
         let digest = layer.blob_digest.to_string();
@@ -121,7 +132,7 @@ pub fn scan_image(
         let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(corrupt)?;
         scanner.add_layer(reader).map_err(corrupt)?;
     }
-    Ok((details, sources, scanner.finish()))
+    Ok((sources, scanner.finish()))
 }
 
 /// Analyses an image of the store.

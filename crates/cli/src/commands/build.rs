@@ -118,6 +118,14 @@ pub struct BuildArgs {
     /// Date the image and clamp file times to this Unix time (also SOURCE_DATE_EPOCH).
     #[arg(long, value_name = "UNIX_SECONDS", env = "SOURCE_DATE_EPOCH")]
     timestamp: Option<i64>,
+    /// Lint the Dockerfile first (the rules of `stowage lint`); build nothing
+    /// and exit 1 when a finding is an error.
+    #[arg(long)]
+    check: bool,
+    /// Also write the build report (sizes, cache hits, step times, top
+    /// findings with their measured cost) to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 fn parse_key_values(
@@ -234,6 +242,16 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         cache_from: args.cache_from.clone(),
     };
 
+    let lint_options = crate::commands::report::lint_options(
+        &dockerfile,
+        &context_dir,
+        &request.build_args,
+        args.target.as_deref(),
+    );
+    if args.check && crate::commands::report::check(&dockerfile, &lint_options) {
+        return Ok(ExitCode::from(1));
+    }
+
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
@@ -322,6 +340,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
+    let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+    crate::commands::report::print_report(
+        &store,
+        &result,
+        lint.as_ref(),
+        elapsed.as_secs_f64(),
+        args.report.as_ref(),
+    )?;
     if args.push {
         for tag in &result.tags {
             let client = crate::commands::registry::client_for(globals, tag.domain());
