@@ -242,8 +242,9 @@ pub fn analyze_scan(
         .map(|(path, w)| w.reclaimable_bytes + scan.files.get(*path).map_or(0, |v| v.size))
         .sum();
 
-    let mut leftovers: BTreeMap<(Family, &'static str, String, usize), (u64, u64, &'static str)> =
-        BTreeMap::new();
+    // (family, category, location, layer) -> (bytes, files, fix)
+    type LeftoverKey = (Family, &'static str, String, usize);
+    let mut leftovers: BTreeMap<LeftoverKey, (u64, u64, &'static str)> = BTreeMap::new();
     let mut top_files: Vec<TopFile> = Vec::new();
     let mut final_bytes = 0;
     let mut final_files = 0;

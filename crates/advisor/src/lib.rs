@@ -37,7 +37,7 @@ pub enum AdvisorError {
         reference: String,
         /// The store's error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// A layer blob is missing.
     #[error("layer {index} ({digest}) of image {reference:?} is missing from the store: {source}")]
@@ -50,7 +50,7 @@ pub enum AdvisorError {
         digest: String,
         /// The store's error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// A layer blob could not be read to its end: corrupt compression, a
     /// broken tar, or content that does not match its digest.
@@ -98,7 +98,7 @@ pub fn scan_image(
         .image(reference)
         .map_err(|source| AdvisorError::Image {
             reference: reference.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let (sources, scan) = scan_details(store, &details, reference)?;
     Ok((details, sources, scan))
@@ -121,7 +121,7 @@ pub fn scan_details(
                 reference: reference.to_owned(),
                 index,
                 digest: digest.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let corrupt = |source: io::Error| AdvisorError::LayerCorrupt {
             reference: reference.to_owned(),

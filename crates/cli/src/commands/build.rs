@@ -314,6 +314,11 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
+        if let Some(path) = &args.report {
+            let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+            let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+            crate::commands::report::save(&report, path)?;
+        }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -341,13 +346,11 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(compressed),
     );
     let lint = crate::commands::report::lint(&dockerfile, &lint_options);
-    crate::commands::report::print_report(
-        &store,
-        &result,
-        lint.as_ref(),
-        elapsed.as_secs_f64(),
-        args.report.as_ref(),
-    )?;
+    let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+    eprint!("{}", stowage_advisor::report::render_report_text(&report));
+    if let Some(path) = &args.report {
+        crate::commands::report::save(&report, path)?;
+    }
     if args.push {
         for tag in &result.tags {
             let client = crate::commands::registry::client_for(globals, tag.domain());

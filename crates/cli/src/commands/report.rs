@@ -1,12 +1,13 @@
 //! The advisor's part of `stowage build`: `--check` (lint before building,
 //! stop on error-severity findings) and the report printed after the build
-//! (`--report FILE` also writes it as JSON).
+//! (`--report FILE` also writes it as JSON, with `-q` too).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use stowage_advisor::report::{StepInfo, build_report, render_report_text};
+use stowage_advisor::report::{BuildReport, StepInfo, build_report};
 use stowage_lint::{LintOptions, LintReport};
 use stowage_solver::{BuildResult, DockerfileInput, StepOutcome};
 use stowage_store::Store;
@@ -65,18 +66,16 @@ fn outcome_name(outcome: &StepOutcome) -> &'static str {
     }
 }
 
-/// Analyses the image the build made and prints the report to stderr;
-/// writes it as JSON to `report_file` when given.
-pub fn print_report(
+/// Analyses the image the build made and measures the report's findings.
+pub fn measure(
     store: &Store,
     result: &BuildResult,
     lint: Option<&LintReport>,
-    seconds: f64,
-    report_file: Option<&PathBuf>,
-) -> anyhow::Result<()> {
-    let Some(manifest_digest) = result.manifest_digest else {
-        return Ok(());
-    };
+    elapsed: Duration,
+) -> anyhow::Result<BuildReport> {
+    let manifest_digest = result
+        .manifest_digest
+        .context("the build produced no image to report on")?;
     let details = store
         .image_by_manifest(&manifest_digest)
         .context("loading the built image for the build report")?;
@@ -96,11 +95,17 @@ pub fn print_report(
             layer_digest: step.layer.as_ref().map(|l| l.blob_digest.to_string()),
         })
         .collect();
-    let report = build_report(&analysis, &steps, lint, seconds, 5);
-    eprint!("{}", render_report_text(&report));
-    if let Some(path) = report_file {
-        std::fs::write(path, stowage_advisor::render::render_json(&report))
-            .with_context(|| format!("writing the build report to {}", path.display()))?;
-    }
-    Ok(())
+    Ok(build_report(
+        &analysis,
+        &steps,
+        lint,
+        elapsed.as_secs_f64(),
+        5,
+    ))
+}
+
+/// `--report FILE`: the report as JSON.
+pub fn save(report: &BuildReport, path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, stowage_advisor::render::render_json(report))
+        .with_context(|| format!("writing the build report to {}", path.display()))
 }

@@ -513,3 +513,257 @@ fn build_check_stops_on_errors_and_report_names_measured_costs() {
         ran.both()
     );
 }
+
+// ------------------------------------------------------ the seed's walkthrough
+
+/// The seed's four Dockerfiles (Step 1..4) on the local Debian base, as
+/// `stowage build`'s seed scenario test writes them.
+fn seed_steps() -> Vec<(&'static str, String)> {
+    let tail = "COPY . /app\nWORKDIR /app\nRUN pip install --break-system-packages -r requirements.txt\nEXPOSE 5000\nENTRYPOINT [\"python3\"]\nCMD [\"application.py\"]\n";
+    vec![
+        (
+            "v1",
+            format!(
+                "FROM {DEBIAN}\nRUN apt-get update -y\nRUN apt-get install -y python3-pip python3-dev build-essential\n{tail}"
+            ),
+        ),
+        (
+            "v2",
+            format!(
+                "FROM {DEBIAN}\nRUN apt-get update -y && apt-get install -y python3-pip python3-dev build-essential\n{tail}"
+            ),
+        ),
+        (
+            "v3",
+            format!(
+                "FROM {DEBIAN}\nRUN apt-get update -y && apt-get install -y --no-install-recommends python3-pip python3-dev build-essential && rm -rf /var/lib/apt/lists/*\n{tail}"
+            ),
+        ),
+        (
+            "v4",
+            format!(
+                "FROM {DEBIAN} AS build\n\
+                 RUN apt-get update -y && apt-get install -y --no-install-recommends python3-pip python3-dev build-essential && rm -rf /var/lib/apt/lists/*\n\
+                 COPY requirements.txt /app/\n\
+                 WORKDIR /app\n\
+                 RUN pip install --break-system-packages -r requirements.txt\n\
+                 \n\
+                 FROM {DEBIAN}\n\
+                 RUN apt-get update -y && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n\
+                 COPY --from=build /usr/local/lib/python3.11/dist-packages /usr/local/lib/python3.11/dist-packages\n\
+                 COPY . /app\n\
+                 WORKDIR /app\n\
+                 EXPOSE 5000\n\
+                 ENTRYPOINT [\"python3\"]\n\
+                 CMD [\"application.py\"]\n"
+            ),
+        ),
+    ]
+}
+
+/// pip's index hosts, asked of the host's pip: TLS to them may go through an
+/// intercepting proxy whose CA the image does not trust.
+fn pip_trusted_hosts() -> (String, String) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import urllib.parse, pip._internal.models.index as m; print(urllib.parse.urlparse(m.PyPI.url).netloc, m.PyPI.file_storage_domain)",
+        ])
+        .output()
+        .expect("run python3 (with pip) to learn the index hosts");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(a), Some(b)) if out.status.success() => (a.to_owned(), b.to_owned()),
+        _ => panic!(
+            "cannot ask pip for its index hosts: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn lint_rules(ctx: &Path, dockerfile: &str) -> Vec<String> {
+    let file = ctx.join("lint.Dockerfile");
+    fs::write(&file, dockerfile).expect("write");
+    let mut cmd = stowage(ctx);
+    cmd.args(["lint", "--format", "json", "-f"])
+        .arg(&file)
+        .arg(ctx);
+    let ran = run(cmd);
+    let value: Value =
+        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {}", ran.both()));
+    let mut rules: Vec<String> = value["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["rule"].as_str().map(str::to_owned))
+        .collect();
+    rules.sort();
+    rules.dedup();
+    rules
+}
+
+fn leftover_bytes(analysis: &Value, category: &str, user_layers_only: bool) -> u64 {
+    analysis["leftovers"]
+        .as_array()
+        .expect("leftovers")
+        .iter()
+        .filter(|l| l["category"] == category && (!user_layers_only || l["layer"] != 0))
+        .filter_map(|l| l["bytes"].as_u64())
+        .sum()
+}
+
+fn diff_json(root: &Path, a: &str, b: &str) -> Value {
+    let mut cmd = stowage(root);
+    cmd.args(["diff", "--format", "json", a, b]);
+    serde_json::from_str(&run_ok(cmd).stdout).expect("diff json")
+}
+
+#[test]
+fn seed_walkthrough_lint_findings_go_and_analyze_diff_measure_each_step() {
+    let root = debian_store();
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let (index_host, files_host) = pip_trusted_hosts();
+    fs::write(
+        ctx.path().join("requirements.txt"),
+        format!(
+            "--trusted-host {index_host}\n--trusted-host {files_host}\nmysql-connector-python\n"
+        ),
+    )
+    .expect("write");
+    fs::write(
+        ctx.path().join("application.py"),
+        "import mysql.connector\nprint(mysql.connector.__version__)\n",
+    )
+    .expect("write");
+    fs::write(
+        ctx.path().join(".dockerignore"),
+        "lint.Dockerfile\nreport-*.json\n",
+    )
+    .expect("write");
+    let steps = seed_steps();
+
+    // lint: Step 1 has a finding for each problem the seed fixes; they go one by one
+    let rules: Vec<Vec<String>> = steps
+        .iter()
+        .map(|(_, d)| lint_rules(ctx.path(), d))
+        .collect();
+    let has = |step: usize, rule: &str| rules[step].iter().any(|r| r == rule);
+    for rule in [
+        "STW001", "STW002", "STW003", "STW005", "STW007", "STW010", "STW011",
+    ] {
+        assert!(has(0, rule), "Step 1 lacks {rule}: {:?}", rules[0]);
+    }
+    assert!(
+        !has(1, "STW001") && !has(1, "STW002"),
+        "Step 2 merges the RUNs: {:?}",
+        rules[1]
+    );
+    assert!(has(1, "STW003") && has(1, "STW007"), "{:?}", rules[1]);
+    assert!(
+        !has(2, "STW003") && !has(2, "STW007"),
+        "Step 3 cleans apt: {:?}",
+        rules[2]
+    );
+    assert!(has(2, "STW011") && has(2, "STW010"), "{:?}", rules[2]);
+    assert!(
+        !has(3, "STW011") && !has(3, "STW010"),
+        "Step 4 is multi-stage: {:?}",
+        rules[3]
+    );
+    for step in 1..4 {
+        assert!(rules[step].len() < rules[step - 1].len(), "{rules:?}");
+    }
+
+    // build each step; the report names Step 1's leftovers with their cost
+    let mut analyses = Vec::new();
+    for (variant, dockerfile) in &steps {
+        let tag = format!("localhost/advisor-seed:{variant}");
+        let report = ctx.path().join(format!("report-{variant}.json"));
+        let ran = build_ok(
+            root.path(),
+            ctx.path(),
+            dockerfile,
+            &tag,
+            &["--report", report.to_str().expect("utf-8 path")],
+        );
+        if *variant == "v1" {
+            assert!(
+                ran.stderr.contains("[STW003] line 2 left")
+                    && ran.stderr.contains("/var/lib/apt/lists"),
+                "{}",
+                ran.both()
+            );
+            let report: Value =
+                serde_json::from_slice(&fs::read(&report).expect("report")).expect("json");
+            let toolchain = report["findings"]
+                .as_array()
+                .expect("findings")
+                .iter()
+                .any(|f| f["line"] == 3 && f["bytes"].as_u64().is_some_and(|b| b > 10_000_000));
+            assert!(toolchain, "line 3's toolchain is measured: {report}");
+        }
+        analyses.push(analyze_json(root.path(), &tag));
+    }
+    let size = |i: usize| analyses[i]["totals"]["tar_bytes"].as_u64().expect("size");
+    let layers = |i: usize| analyses[i]["totals"]["layers"].as_u64().expect("layers");
+    eprintln!(
+        "seed walkthrough: sizes {:?}, layers {:?}",
+        (0..4).map(size).collect::<Vec<_>>(),
+        (0..4).map(layers).collect::<Vec<_>>()
+    );
+
+    // Step 1: apt lists in the update layer, a toolchain, a pip cache
+    assert!(leftover_bytes(&analyses[0], "apt lists", true) > 1_000_000);
+    assert!(leftover_bytes(&analyses[0], "gcc", true) > 10_000_000);
+    assert!(leftover_bytes(&analyses[0], "pip cache", true) > 0);
+    // Step 2: one layer fewer, same leftovers
+    assert_eq!(layers(1) + 1, layers(0));
+    let d12 = diff_json(
+        root.path(),
+        "localhost/advisor-seed:v1",
+        "localhost/advisor-seed:v2",
+    );
+    assert_eq!(d12["b"]["layers"].as_u64(), Some(layers(0) - 1));
+    assert_eq!(
+        d12["shared_layers"].as_array().map(Vec::len),
+        Some(1),
+        "only the base"
+    );
+    assert!(leftover_bytes(&analyses[1], "apt lists", true) > 1_000_000);
+    // Step 3: no apt lists from the build, no recommends: smaller
+    assert_eq!(leftover_bytes(&analyses[2], "apt lists", true), 0);
+    assert!(size(2) < size(1), "{} < {}", size(2), size(1));
+    let d23 = diff_json(
+        root.path(),
+        "localhost/advisor-seed:v2",
+        "localhost/advisor-seed:v3",
+    );
+    assert!(
+        d23["removed_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 10_000_000),
+        "{}",
+        d23["removed_bytes"]
+    );
+    // Step 4: the runtime stage has no compiler and is the smallest
+    assert_eq!(
+        analyses[3]["totals"]["toolchain_bytes"]
+            .as_u64()
+            .map(|b| b < 1_000_000),
+        Some(true)
+    );
+    assert_eq!(leftover_bytes(&analyses[3], "gcc", false), 0);
+    assert!(size(3) < size(2), "{} < {}", size(3), size(2));
+    let d34 = diff_json(
+        root.path(),
+        "localhost/advisor-seed:v3",
+        "localhost/advisor-seed:v4",
+    );
+    let gcc_removed = d34["removed"].as_array().expect("removed").iter().any(|c| {
+        c["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/usr/lib/gcc/"))
+    });
+    assert!(gcc_removed, "diff v3 v4 shows the compiler gone");
+}
