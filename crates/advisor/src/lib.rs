@@ -104,25 +104,51 @@ pub fn scan_image(
     Ok((details, sources, scan))
 }
 
-/// Streams each layer of an already loaded image once through a [`Scanner`];
-/// `reference` names the image in errors.
+/// Streams each layer of an already loaded image once through a [`Scanner`],
+/// checking every blob against its digest; `reference` names the image in errors.
 pub fn scan_details(
     store: &Store,
     details: &ImageDetails,
     reference: &str,
 ) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    scan_details_with(store, details, reference, BlobCheck::Verify)
+}
+
+/// Whether a scan re-checks blob digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// Hash each blob while reading it and fail on a mismatch (`stowage analyze`).
+    Verify,
+    /// Trust the store (blobs this very process just wrote and verified, as
+    /// after a build): one hash pass fewer.
+    Trust,
+}
+
+/// [`scan_details`] with a choice of blob verification.
+pub fn scan_details_with(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+    check: BlobCheck,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
     let sources = layer_sources(details);
     let mut scanner = Scanner::new();
     for (index, layer) in details.layers.iter().enumerate() {
         let digest = layer.blob_digest.to_string();
-        let blob = store
-            .open_blob_verified(&layer.blob_digest)
-            .map_err(|source| AdvisorError::LayerMissing {
-                reference: reference.to_owned(),
-                index,
-                digest: digest.clone(),
-                source: Box::new(source),
-            })?;
+        let opened: Result<Box<dyn io::Read + Send>, StoreError> = match check {
+            BlobCheck::Verify => store
+                .open_blob_verified(&layer.blob_digest)
+                .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
+            BlobCheck::Trust => store
+                .open_blob(&layer.blob_digest)
+                .map(|f| Box::new(f) as Box<dyn io::Read + Send>),
+        };
+        let blob = opened.map_err(|source| AdvisorError::LayerMissing {
+            reference: reference.to_owned(),
+            index,
+            digest: digest.clone(),
+            source: Box::new(source),
+        })?;
         let corrupt = |source: io::Error| AdvisorError::LayerCorrupt {
             reference: reference.to_owned(),
             index,

@@ -126,6 +126,9 @@ pub struct BuildArgs {
     /// findings with their measured cost) to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Skip the end-of-build report (it reads the image's layers once more).
+    #[arg(long, conflicts_with = "report")]
+    no_report: bool,
 }
 
 fn parse_key_values(
@@ -345,11 +348,13 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
-    let lint = crate::commands::report::lint(&dockerfile, &lint_options);
-    let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
-    eprint!("{}", stowage_advisor::report::render_report_text(&report));
-    if let Some(path) = &args.report {
-        crate::commands::report::save(&report, path)?;
+    if !args.no_report {
+        let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+        let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+        eprint!("{}", stowage_advisor::report::render_report_text(&report));
+        if let Some(path) = &args.report {
+            crate::commands::report::save(&report, path)?;
+        }
     }
     if args.push {
         for tag in &result.tags {

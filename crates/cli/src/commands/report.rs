@@ -80,7 +80,12 @@ pub fn measure(
         .image_by_manifest(&manifest_digest)
         .context("loading the built image for the build report")?;
     let name = details.id.to_string();
-    let (sources, scan) = stowage_advisor::scan_details(store, &details, &name)?;
+    let (sources, scan) = stowage_advisor::scan_details_with(
+        store,
+        &details,
+        &name,
+        stowage_advisor::BlobCheck::Trust,
+    )?;
     let analysis =
         stowage_advisor::analyze_scan(&name, &name, &sources, &scan, stowage_advisor::DEFAULT_TOP);
     let steps: Vec<StepInfo> = result

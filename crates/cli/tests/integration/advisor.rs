@@ -713,10 +713,11 @@ fn seed_walkthrough_lint_findings_go_and_analyze_diff_measure_each_step() {
         (0..4).map(layers).collect::<Vec<_>>()
     );
 
-    // Step 1: apt lists in the update layer, a toolchain, a pip cache
+    // Step 1: apt lists in the update layer and a toolchain
     assert!(leftover_bytes(&analyses[0], "apt lists", true) > 1_000_000);
     assert!(leftover_bytes(&analyses[0], "gcc", true) > 10_000_000);
-    assert!(leftover_bytes(&analyses[0], "pip cache", true) > 0);
+    // (no pip cache: stowage's RUN environment has no HOME, and pip then
+    // keeps no cache, unlike under Docker, which sets HOME=/root)
     // Step 2: one layer fewer, same leftovers
     assert_eq!(layers(1) + 1, layers(0));
     let d12 = diff_json(
