@@ -512,6 +512,31 @@ fn build_check_stops_on_errors_and_report_names_measured_costs() {
         "{}",
         ran.both()
     );
+
+    // -q prints only the ID, and --report still writes the file; --no-report prints none
+    let quiet_report = ctx.path().join("quiet-report.json");
+    let ran = build_ok(
+        root.path(),
+        ctx.path(),
+        dockerfile,
+        tag,
+        &["-q", "--report", quiet_report.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(
+        ran.stdout.trim().len(),
+        "sha256:".len() + 64,
+        "{}",
+        ran.both()
+    );
+    let quiet: Value =
+        serde_json::from_slice(&fs::read(&quiet_report).expect("report written")).expect("json");
+    assert_eq!(quiet["cache_hits"], 2);
+    assert_eq!(
+        quiet["findings"], report["findings"],
+        "same measured findings"
+    );
+    let ran = build_ok(root.path(), ctx.path(), dockerfile, tag, &["--no-report"]);
+    assert!(!ran.stderr.contains("build report:"), "{}", ran.both());
 }
 
 // ------------------------------------------------------ the seed's walkthrough
