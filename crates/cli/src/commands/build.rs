@@ -129,6 +129,17 @@ pub struct BuildArgs {
     /// Merge every layer, the base image's included, into one.
     #[arg(long)]
     squash_all: bool,
+    /// Lint the Dockerfile first (the rules of `stowage lint`); build nothing
+    /// and exit 1 when a finding is an error.
+    #[arg(long)]
+    check: bool,
+    /// Also write the build report (sizes, cache hits, step times, top
+    /// findings with their measured cost) to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Skip the end-of-build report (it reads the image's layers once more).
+    #[arg(long, conflicts_with = "report")]
+    no_report: bool,
 }
 
 fn parse_key_values(
@@ -258,6 +269,16 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         },
     };
 
+    let lint_options = crate::commands::report::lint_options(
+        &dockerfile,
+        &context_dir,
+        &request.build_args,
+        args.target.as_deref(),
+    );
+    if args.check && crate::commands::report::check(&dockerfile, &lint_options) {
+        return Ok(ExitCode::from(1));
+    }
+
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
@@ -322,6 +343,11 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
+        if let Some(path) = &args.report {
+            let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+            let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+            crate::commands::report::save(&report, path)?;
+        }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -371,6 +397,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             Ok(None) => {}
             Err(error) if spec.ignores_errors() => eprintln!("warning: {error:#}"),
             Err(error) => return Err(error),
+        }
+    }
+    if !args.no_report {
+        let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+        let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+        eprint!("{}", stowage_advisor::report::render_report_text(&report));
+        if let Some(path) = &args.report {
+            crate::commands::report::save(&report, path)?;
         }
     }
     if args.push {

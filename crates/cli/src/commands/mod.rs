@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod advisor;
 pub mod build;
 pub mod build_cache;
 pub mod cache_spec;
@@ -7,4 +8,5 @@ pub mod images;
 pub mod lint;
 pub mod parse;
 pub mod registry;
+pub mod report;
 pub mod run;

@@ -2,6 +2,7 @@
 //! executable, and real peers (dockerd, skopeo, umoci, a registry) where a test
 //! compares with them or uses them as clients.
 
+mod advisor;
 mod build;
 mod convert;
 mod images;

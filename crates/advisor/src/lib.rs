@@ -1,0 +1,174 @@
+//! stowage's image advisor: reads an image's layers from the store once,
+//! streaming, and reports where its bytes go — per-layer sizes and changes,
+//! bytes hidden by later layers (reclaimable), chmod/chown copy-ups, package
+//! caches and build toolchains left behind — plus `stowage diff` between two
+//! images, dive-style CI thresholds, a self-contained HTML page, and the
+//! report printed at the end of `stowage build`.
+
+pub mod analysis;
+pub mod ci;
+pub mod classify;
+pub mod diff;
+pub mod html;
+pub mod render;
+pub mod report;
+pub mod scan;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+
+use stowage_store::{ImageDetails, Store, StoreError};
+
+pub use analysis::{Analysis, LayerReport, LayerSource, Leftover, TopFile, Totals, analyze_scan};
+pub use scan::{ImageScan, Scanner};
+
+/// How many paths the lists of a report keep.
+pub const DEFAULT_TOP: usize = 20;
+
+/// Why an image could not be analysed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvisorError {
+    /// The image is not in the store (or its records are unreadable).
+    #[error("cannot analyse image {reference:?}: {source}")]
+    Image {
+        /// As given.
+        reference: String,
+        /// The store's error.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A layer blob is missing.
+    #[error("layer {index} ({digest}) of image {reference:?} is missing from the store: {source}")]
+    LayerMissing {
+        /// As given.
+        reference: String,
+        /// 0-based layer position.
+        index: usize,
+        /// The blob digest.
+        digest: String,
+        /// The store's error.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A layer blob could not be read to its end: corrupt compression, a
+    /// broken tar, or content that does not match its digest.
+    #[error("layer {index} ({digest}) of image {reference:?} is unreadable or corrupt: {source}")]
+    LayerCorrupt {
+        /// As given.
+        reference: String,
+        /// 0-based layer position.
+        index: usize,
+        /// The blob digest.
+        digest: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The layer descriptions of an image: digests, sizes and the `created_by`
+/// of the history entries that made a layer.
+pub fn layer_sources(details: &ImageDetails) -> Vec<LayerSource> {
+    let mut history = details
+        .config
+        .history
+        .iter()
+        .filter(|entry| entry.has_layer())
+        .map(|entry| entry.created_by.clone().unwrap_or_default());
+    details
+        .layers
+        .iter()
+        .map(|layer| LayerSource {
+            digest: layer.blob_digest.to_string(),
+            diff_id: layer.diff_id.to_string(),
+            compressed_bytes: layer.compressed_size,
+            created_by: history.next().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Looks an image up and streams each of its layers once through a [`Scanner`].
+pub fn scan_image(
+    store: &Store,
+    reference: &str,
+) -> Result<(ImageDetails, Vec<LayerSource>, ImageScan), AdvisorError> {
+    let details = store
+        .image(reference)
+        .map_err(|source| AdvisorError::Image {
+            reference: reference.to_owned(),
+            source: Box::new(source),
+        })?;
+    let (sources, scan) = scan_details(store, &details, reference)?;
+    Ok((details, sources, scan))
+}
+
+/// Streams each layer of an already loaded image once through a [`Scanner`],
+/// checking every blob against its digest; `reference` names the image in errors.
+pub fn scan_details(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    scan_details_with(store, details, reference, BlobCheck::Verify)
+}
+
+/// Whether a scan re-checks blob digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// Hash each blob while reading it and fail on a mismatch (`stowage analyze`).
+    Verify,
+    /// Trust the store (blobs this very process just wrote and verified, as
+    /// after a build): one hash pass fewer.
+    Trust,
+}
+
+/// [`scan_details`] with a choice of blob verification.
+pub fn scan_details_with(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+    check: BlobCheck,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    let sources = layer_sources(details);
+    let mut scanner = Scanner::new();
+    for (index, layer) in details.layers.iter().enumerate() {
+        let digest = layer.blob_digest.to_string();
+        let opened: Result<Box<dyn io::Read + Send>, StoreError> = match check {
+            BlobCheck::Verify => store
+                .open_blob_verified(&layer.blob_digest)
+                .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
+            BlobCheck::Trust => store
+                .open_blob(&layer.blob_digest)
+                .map(|f| Box::new(f) as Box<dyn io::Read + Send>),
+        };
+        let blob = opened.map_err(|source| AdvisorError::LayerMissing {
+            reference: reference.to_owned(),
+            index,
+            digest: digest.clone(),
+            source: Box::new(source),
+        })?;
+        let corrupt = |source: io::Error| AdvisorError::LayerCorrupt {
+            reference: reference.to_owned(),
+            index,
+            digest: digest.clone(),
+            source,
+        };
+        let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(corrupt)?;
+        scanner.add_layer(reader).map_err(corrupt)?;
+    }
+    Ok((sources, scanner.finish()))
+}
+
+/// Analyses an image of the store.
+pub fn analyze_image(store: &Store, reference: &str, top: usize) -> Result<Analysis, AdvisorError> {
+    let (details, sources, scan) = scan_image(store, reference)?;
+    Ok(analyze_scan(
+        reference,
+        &details.id.to_string(),
+        &sources,
+        &scan,
+        top,
+    ))
+}

@@ -1,0 +1,116 @@
+//! The advisor's part of `stowage build`: `--check` (lint before building,
+//! stop on error-severity findings) and the report printed after the build
+//! (`--report FILE` also writes it as JSON, with `-q` too).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use stowage_advisor::report::{BuildReport, StepInfo, build_report};
+use stowage_lint::{LintOptions, LintReport};
+use stowage_solver::{BuildResult, DockerfileInput, StepOutcome};
+use stowage_store::Store;
+
+/// The lint options for the Dockerfile being built.
+pub fn lint_options(
+    dockerfile: &DockerfileInput,
+    context: &Path,
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
+) -> LintOptions {
+    LintOptions {
+        context_dir: Some(context.to_path_buf()),
+        dockerfile_path: dockerfile.path.clone(),
+        build_args: build_args.clone(),
+        target: target.map(str::to_owned),
+        disabled_rules: Vec::new(),
+    }
+}
+
+/// Lints the Dockerfile, or `None` when it does not parse (the build
+/// itself reports that).
+pub fn lint(dockerfile: &DockerfileInput, options: &LintOptions) -> Option<LintReport> {
+    let tree = stowage_dockerfile::parse(&dockerfile.text).ok()?;
+    Some(stowage_lint::lint_parsed(&tree, options))
+}
+
+/// `--check`: prints the findings (same rule names as `stowage lint`) and
+/// says whether the build must stop (an error-severity finding).
+pub fn check(dockerfile: &DockerfileInput, options: &LintOptions) -> bool {
+    let Ok(tree) = stowage_dockerfile::parse(&dockerfile.text) else {
+        return false;
+    };
+    let (report, stop) = stowage_lint::check_before_build(&tree, options);
+    if !report.findings.is_empty() {
+        eprint!("{}", stowage_lint::render_text(&report, &dockerfile.name));
+    }
+    if stop {
+        eprintln!("check: error-severity findings; nothing was built");
+    } else {
+        eprintln!(
+            "check: {} finding(s), none an error; building",
+            report.findings.len()
+        );
+    }
+    stop
+}
+
+fn outcome_name(outcome: &StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Cached => "cached",
+        StepOutcome::Built { .. } => "built",
+        StepOutcome::Config => "config",
+        StepOutcome::Source => "source",
+        StepOutcome::WouldRun => "would-run",
+    }
+}
+
+/// Analyses the image the build made and measures the report's findings.
+pub fn measure(
+    store: &Store,
+    result: &BuildResult,
+    lint: Option<&LintReport>,
+    elapsed: Duration,
+) -> anyhow::Result<BuildReport> {
+    let manifest_digest = result
+        .manifest_digest
+        .context("the build produced no image to report on")?;
+    let details = store
+        .image_by_manifest(&manifest_digest)
+        .context("loading the built image for the build report")?;
+    let name = details.id.to_string();
+    let (sources, scan) = stowage_advisor::scan_details_with(
+        store,
+        &details,
+        &name,
+        stowage_advisor::BlobCheck::Trust,
+    )?;
+    let analysis =
+        stowage_advisor::analyze_scan(&name, &name, &sources, &scan, stowage_advisor::DEFAULT_TOP);
+    let steps: Vec<StepInfo> = result
+        .steps
+        .iter()
+        .map(|step| StepInfo {
+            stage: step.id.stage.clone(),
+            line: step.id.line,
+            instruction: step.text.clone(),
+            outcome: outcome_name(&step.outcome).to_owned(),
+            seconds: step.seconds,
+            layer_digest: step.layer.as_ref().map(|l| l.blob_digest.to_string()),
+        })
+        .collect();
+    Ok(build_report(
+        &analysis,
+        &steps,
+        lint,
+        elapsed.as_secs_f64(),
+        5,
+    ))
+}
+
+/// `--report FILE`: the report as JSON.
+pub fn save(report: &BuildReport, path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, stowage_advisor::render::render_json(report))
+        .with_context(|| format!("writing the build report to {}", path.display()))
+}
