@@ -10,13 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{Family, classify};
 use crate::scan::{EntryKind, ImageScan, MetadataRewrite};
 
 /// What a layer is, besides its contents.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerSource {
     /// The compressed blob's digest.
     pub digest: String,
@@ -29,7 +29,7 @@ pub struct LayerSource {
 }
 
 /// One layer of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerReport {
     /// 0-based position.
     pub index: usize,
@@ -62,7 +62,7 @@ pub struct LayerReport {
 }
 
 /// Whole-image figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Layers.
     pub layers: usize,
@@ -100,7 +100,7 @@ pub struct Totals {
 }
 
 /// A path with hidden versions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WastedPath {
     /// `/path`.
     pub path: String,
@@ -117,7 +117,7 @@ pub struct WastedPath {
 }
 
 /// Caches or toolchain files one layer left in the final filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leftover {
     /// Cache or toolchain.
     pub family: Family,
@@ -136,7 +136,7 @@ pub struct Leftover {
 }
 
 /// A single file worth a look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopFile {
     /// `/path`.
     pub path: String,
@@ -149,7 +149,7 @@ pub struct TopFile {
 }
 
 /// What `stowage analyze` reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// The image as named.
     pub image: String,

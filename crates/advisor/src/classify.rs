@@ -2,10 +2,10 @@
 //! (safe to drop) and which belong to build toolchains (belong in a build
 //! stage, not the runtime image). Paths have no leading slash.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether a path is leftover cache or a build tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     /// Package manager caches and temporary files.

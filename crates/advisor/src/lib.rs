@@ -22,7 +22,7 @@ use std::io;
 use stowage_store::{ImageDetails, Store, StoreError};
 
 pub use analysis::{Analysis, LayerReport, LayerSource, Leftover, TopFile, Totals, analyze_scan};
-pub use scan::{ImageScan, Scanner};
+pub use scan::{ImageScan, LayerEntries, LayerItem, Scanner, read_layer_entries};
 
 /// How many paths the lists of a report keep.
 pub const DEFAULT_TOP: usize = 20;
@@ -134,6 +134,14 @@ pub fn scan_details_with(
     let sources = layer_sources(details);
     let mut scanner = Scanner::new();
     for (index, layer) in details.layers.iter().enumerate() {
+        // After a build the store is trusted: a layer scanned before (keyed by its
+        // diff_id, i.e. its content) is not read again. `analyze` always reads and checks.
+        if check == BlobCheck::Trust
+            && let Some(entries) = cached_layer_entries(store, &layer.diff_id)
+        {
+            scanner.add_entries(&entries);
+            continue;
+        }
         let digest = layer.blob_digest.to_string();
         let opened: Result<Box<dyn io::Read + Send>, StoreError> = match check {
             BlobCheck::Verify => store
@@ -156,9 +164,32 @@ pub fn scan_details_with(
             source,
         };
         let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(corrupt)?;
-        scanner.add_layer(reader).map_err(corrupt)?;
+        let entries = read_layer_entries(reader).map_err(corrupt)?;
+        remember_layer_entries(store, &layer.diff_id, &entries);
+        scanner.add_entries(&entries);
     }
     Ok((sources, scanner.finish()))
+}
+
+/// The annotation kind (and format version) of cached [`LayerEntries`].
+const LAYER_ENTRIES_KIND: &str = "advisor-layer-entries-v1";
+
+/// A layer's entries as an earlier scan left them in the store.
+fn cached_layer_entries(store: &Store, diff_id: &stowage_digest::Digest) -> Option<LayerEntries> {
+    let bytes = store.layer_annotation(diff_id, LAYER_ENTRIES_KIND).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Keeps a layer's entries for the next scan (the build records the layers it writes this
+/// way); a failure only costs a rescan later.
+pub fn remember_layer_entries(
+    store: &Store,
+    diff_id: &stowage_digest::Digest,
+    entries: &LayerEntries,
+) {
+    if let Ok(bytes) = serde_json::to_vec(entries) {
+        let _ = store.set_layer_annotation(diff_id, LAYER_ENTRIES_KIND, &bytes);
+    }
 }
 
 /// Analyses an image of the store.

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// What kind of filesystem entry a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A regular file (its bytes count).
@@ -26,7 +26,7 @@ pub enum EntryKind {
 }
 
 /// One version of a path, as one layer wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileVersion {
     /// Index of the layer that wrote this version.
     pub layer: usize,
@@ -49,7 +49,7 @@ pub struct FileVersion {
 }
 
 /// How a later layer made a version invisible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HiddenBy {
     /// A later layer wrote the same path again.
@@ -60,7 +60,7 @@ pub enum HiddenBy {
 
 /// A file version that is stored in the image but not visible in its final
 /// filesystem: its bytes are reclaimable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HiddenVersion {
     /// The path (no leading slash).
     pub path: String,
@@ -76,7 +76,7 @@ pub struct HiddenVersion {
 
 /// A file that a later layer rewrote with the same content and size but a
 /// different mode or owner (a chmod/chown copy-up): the whole file is stored twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataRewrite {
     /// The path (no leading slash).
     pub path: String,
@@ -91,7 +91,7 @@ pub struct MetadataRewrite {
 }
 
 /// Counts and sizes of one layer, measured while streaming it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerScan {
     /// Bytes of the uncompressed tar stream.
     pub tar_bytes: u64,
@@ -105,6 +105,131 @@ pub struct LayerScan {
     pub files_removed: u64,
     /// Entries in the tar (including directories and whiteouts).
     pub entries: u64,
+}
+
+/// One tar entry of a layer as the scanner needs it, independent of the layers below
+/// (what [`Scanner::add_entries`] applies). A layer's list can be kept and applied again
+/// without reading the layer: the store caches them by diff_id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum LayerItem {
+    /// `.wh..wh..opq` in `parent`: everything lower layers put below it goes.
+    Opaque {
+        /// The directory made opaque.
+        parent: String,
+    },
+    /// `.wh.NAME`: `victim` and everything below it goes.
+    Whiteout {
+        /// The path deleted.
+        victim: String,
+    },
+    /// A file, directory, link or special file.
+    Entry {
+        /// The normalized path.
+        path: String,
+        /// Its kind.
+        kind: EntryKind,
+        /// Content bytes (regular files).
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u64,
+        /// Group.
+        gid: u64,
+        /// sha256 of the content (regular files), hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+        /// Link target as written (symlinks and hard links).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_target: Option<String>,
+    },
+}
+
+/// Everything the scanner reads from one layer tar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerEntries {
+    /// Bytes of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// Entries in the tar (including directories and whiteouts).
+    pub entries: u64,
+    /// The entries that matter, in tar order.
+    pub items: Vec<LayerItem>,
+}
+
+/// Streams one uncompressed layer tar into its [`LayerEntries`]; the reader is read to
+/// its end (so a verifying reader below gets to check the digest).
+pub fn read_layer_entries(reader: impl Read) -> io::Result<LayerEntries> {
+    let mut out = LayerEntries::default();
+    let mut counting = CountingReader {
+        inner: reader,
+        count: 0,
+    };
+    {
+        let mut archive = tar::Archive::new(&mut counting);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            out.entries += 1;
+            let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(path) = normalize_path(&raw_path) else {
+                continue;
+            };
+            let (parent, name) = split_parent(&path);
+            if name == stowage_archive::OPAQUE_WHITEOUT {
+                out.items.push(LayerItem::Opaque {
+                    parent: parent.to_owned(),
+                });
+                continue;
+            }
+            if let Some(target) = name.strip_prefix(stowage_archive::WHITEOUT_PREFIX) {
+                out.items.push(LayerItem::Whiteout {
+                    victim: join(parent, target),
+                });
+                continue;
+            }
+            let header = entry.header();
+            let mode = header.mode().map_err(|e| invalid(format!("{path}: {e}")))?;
+            let uid = header.uid().unwrap_or(0);
+            let gid = header.gid().unwrap_or(0);
+            let entry_type = header.entry_type();
+            let link_target = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let (kind, size, sha256) = if entry_type.is_file() {
+                let mut hasher = Sha256::new();
+                let size = io::copy(&mut entry, &mut hasher)?;
+                (EntryKind::File, size, Some(hex_lower(&hasher.finalize())))
+            } else if entry_type.is_dir() {
+                (EntryKind::Dir, 0, None)
+            } else if entry_type.is_symlink() {
+                (EntryKind::Symlink, 0, None)
+            } else if entry_type.is_hard_link() {
+                (EntryKind::HardLink, 0, None)
+            } else if entry_type.is_pax_global_extensions()
+                || entry_type.is_pax_local_extensions()
+                || entry_type.is_gnu_longname()
+                || entry_type.is_gnu_longlink()
+            {
+                continue;
+            } else {
+                (EntryKind::Special, 0, None)
+            };
+            out.items.push(LayerItem::Entry {
+                path,
+                kind,
+                size,
+                mode: mode & 0o7777,
+                uid,
+                gid,
+                sha256,
+                link_target,
+            });
+        }
+    }
+    // Read past the end-of-archive blocks to the end of the stream.
+    io::copy(&mut counting, &mut io::sink())?;
+    out.tar_bytes = counting.count;
+    Ok(out)
 }
 
 /// Walks layers in order and keeps the merged view.
@@ -191,23 +316,22 @@ impl Scanner {
     /// Streams one uncompressed layer tar. The reader is read to its end
     /// (so a verifying reader below gets to check the digest).
     pub fn add_layer(&mut self, reader: impl Read) -> io::Result<()> {
+        let entries = read_layer_entries(reader)?;
+        self.add_entries(&entries);
+        Ok(())
+    }
+
+    /// Applies one layer's entries on top of the layers added so far.
+    pub fn add_entries(&mut self, entries: &LayerEntries) {
         let index = self.layers.len();
-        let mut layer = LayerScan::default();
-        let mut counting = CountingReader {
-            inner: reader,
-            count: 0,
+        let mut layer = LayerScan {
+            tar_bytes: entries.tar_bytes,
+            entries: entries.entries,
+            ..LayerScan::default()
         };
-        {
-            let mut archive = tar::Archive::new(&mut counting);
-            for entry in archive.entries()? {
-                let mut entry = entry?;
-                layer.entries += 1;
-                let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let Some(path) = normalize_path(&raw_path) else {
-                    continue;
-                };
-                let (parent, name) = split_parent(&path);
-                if name == stowage_archive::OPAQUE_WHITEOUT {
+        for item in &entries.items {
+            match item {
+                LayerItem::Opaque { parent } => {
                     let prefix = format!("{parent}/");
                     let below: Vec<String> = self
                         .files
@@ -219,66 +343,45 @@ impl Scanner {
                     for victim in below {
                         self.remove(&victim, index, &mut layer);
                     }
-                    continue;
                 }
-                if let Some(target) = name.strip_prefix(stowage_archive::WHITEOUT_PREFIX) {
-                    let victim = join(parent, target);
-                    self.remove_tree(&victim, index, &mut layer);
-                    continue;
-                }
-                let header = entry.header();
-                let mode = header.mode().map_err(|e| invalid(format!("{path}: {e}")))?;
-                let uid = header.uid().unwrap_or(0);
-                let gid = header.gid().unwrap_or(0);
-                let entry_type = header.entry_type();
-                let link_target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned());
-                let (kind, size, sha256) = if entry_type.is_file() {
-                    let mut hasher = Sha256::new();
-                    let size = io::copy(&mut entry, &mut hasher)?;
-                    (EntryKind::File, size, Some(hex_lower(&hasher.finalize())))
-                } else if entry_type.is_dir() {
-                    (EntryKind::Dir, 0, None)
-                } else if entry_type.is_symlink() {
-                    (EntryKind::Symlink, 0, None)
-                } else if entry_type.is_hard_link() {
-                    // A hard link shares its target's bytes; it inherits the
-                    // target's hash so a relinked file is still recognised.
-                    let target_hash = link_target
-                        .as_deref()
-                        .and_then(normalize_path)
-                        .and_then(|t| self.files.get(&t))
-                        .and_then(|v| v.sha256.clone());
-                    (EntryKind::HardLink, 0, target_hash)
-                } else if entry_type.is_pax_global_extensions()
-                    || entry_type.is_pax_local_extensions()
-                    || entry_type.is_gnu_longname()
-                    || entry_type.is_gnu_longlink()
-                {
-                    continue;
-                } else {
-                    (EntryKind::Special, 0, None)
-                };
-                layer.content_bytes += size;
-                let version = FileVersion {
-                    layer: index,
+                LayerItem::Whiteout { victim } => self.remove_tree(victim, index, &mut layer),
+                LayerItem::Entry {
+                    path,
                     kind,
                     size,
-                    mode: mode & 0o7777,
+                    mode,
                     uid,
                     gid,
                     sha256,
                     link_target,
-                };
-                self.write(path, version, index, &mut layer);
+                } => {
+                    // A hard link shares its target's bytes; it inherits the
+                    // target's hash so a relinked file is still recognised.
+                    let sha256 = if *kind == EntryKind::HardLink {
+                        link_target
+                            .as_deref()
+                            .and_then(normalize_path)
+                            .and_then(|t| self.files.get(&t))
+                            .and_then(|v| v.sha256.clone())
+                    } else {
+                        sha256.clone()
+                    };
+                    layer.content_bytes += size;
+                    let version = FileVersion {
+                        layer: index,
+                        kind: *kind,
+                        size: *size,
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                        sha256,
+                        link_target: link_target.clone(),
+                    };
+                    self.write(path.clone(), version, index, &mut layer);
+                }
             }
         }
-        // Read past the end-of-archive blocks to the end of the stream.
-        io::copy(&mut counting, &mut io::sink())?;
-        layer.tar_bytes = counting.count;
         self.layers.push(layer);
-        Ok(())
     }
 
     /// A version of `path` written by layer `index`.

@@ -295,6 +295,12 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             stowage_distribution::PullPolicy::Missing
         },
     };
+    // The report's lint (it walks the context for its own rules) runs beside the build.
+    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
+    let lint_thread = wants_report.then(|| {
+        let (dockerfile, options) = (dockerfile.clone(), lint_options.clone());
+        std::thread::spawn(move || crate::commands::report::lint(&dockerfile, &options))
+    });
     let started = Instant::now();
     let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
     printer.finish_live();
@@ -344,7 +350,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     if args.quiet {
         if let Some(path) = &args.report {
-            let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+            let lint = lint_thread.and_then(|thread| thread.join().ok()).flatten();
             let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
             crate::commands::report::save(&report, path)?;
         }
@@ -399,8 +405,8 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error),
         }
     }
-    if !args.no_report {
-        let lint = crate::commands::report::lint(&dockerfile, &lint_options);
+    if let Some(thread) = lint_thread {
+        let lint = thread.join().ok().flatten();
         let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {

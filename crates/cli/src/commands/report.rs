@@ -76,18 +76,40 @@ pub fn measure(
     let manifest_digest = result
         .manifest_digest
         .context("the build produced no image to report on")?;
-    let details = store
-        .image_by_manifest(&manifest_digest)
-        .context("loading the built image for the build report")?;
-    let name = details.id.to_string();
-    let (sources, scan) = stowage_advisor::scan_details_with(
-        store,
-        &details,
-        &name,
-        stowage_advisor::BlobCheck::Trust,
-    )?;
-    let analysis =
-        stowage_advisor::analyze_scan(&name, &name, &sources, &scan, stowage_advisor::DEFAULT_TOP);
+    // An image reported on before (a no-op rebuild) keeps its analysis in the store.
+    let kind = format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP);
+    let cached = store
+        .image_annotation(&manifest_digest, &kind)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<stowage_advisor::Analysis>(&bytes).ok());
+    let analysis = match cached {
+        Some(analysis) => analysis,
+        None => {
+            let details = store
+                .image_by_manifest(&manifest_digest)
+                .context("loading the built image for the build report")?;
+            let name = details.id.to_string();
+            let (sources, scan) = stowage_advisor::scan_details_with(
+                store,
+                &details,
+                &name,
+                stowage_advisor::BlobCheck::Trust,
+            )?;
+            let analysis = stowage_advisor::analyze_scan(
+                &name,
+                &name,
+                &sources,
+                &scan,
+                stowage_advisor::DEFAULT_TOP,
+            );
+            if let Ok(bytes) = serde_json::to_vec(&analysis) {
+                // Only a cache: failing to keep it costs a rescan next time.
+                let _ = store.set_image_annotation(&manifest_digest, &kind, &bytes);
+            }
+            analysis
+        }
+    };
     let steps: Vec<StepInfo> = result
         .steps
         .iter()

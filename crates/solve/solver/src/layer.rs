@@ -132,11 +132,97 @@ impl Drop for BackgroundBlobWriter {
     }
 }
 
+/// Reads the layer's tar bytes as they are written, on its own thread, into the entry list
+/// the advisor's build report needs, so the report never reads the new layer back.
+struct EntriesTap {
+    buffer: Vec<u8>,
+    sender: Option<SyncSender<Vec<u8>>>,
+    thread: Option<JoinHandle<io::Result<stowage_advisor::LayerEntries>>>,
+}
+
+/// The reading end of an [`EntriesTap`].
+struct ChannelReader {
+    receiver: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position >= self.current.len() {
+            match self.receiver.recv() {
+                Ok(next) => {
+                    self.current = next;
+                    self.position = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let available = self.current.get(self.position..).unwrap_or_default();
+        let count = available.len().min(buf.len());
+        buf[..count].copy_from_slice(&available[..count]);
+        self.position += count;
+        Ok(count)
+    }
+}
+
+impl EntriesTap {
+    fn new() -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || {
+            stowage_advisor::read_layer_entries(ChannelReader {
+                receiver,
+                current: Vec::new(),
+                position: 0,
+            })
+        });
+        Self {
+            buffer: Vec::with_capacity(BACKGROUND_BUFFER),
+            sender: Some(sender),
+            thread: Some(thread),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= BACKGROUND_BUFFER {
+            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(BACKGROUND_BUFFER));
+            let delivered = self.sender.as_ref().is_some_and(|s| s.send(full).is_ok());
+            if !delivered {
+                // The reader gave up (a tar it could not parse): no entries this time.
+                self.sender = None;
+            }
+        }
+    }
+
+    /// The entries, if the tap read the whole layer.
+    fn finish(mut self) -> Option<stowage_advisor::LayerEntries> {
+        let rest = std::mem::take(&mut self.buffer);
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(rest);
+        }
+        self.thread.take()?.join().ok()?.ok()
+    }
+}
+
+impl Drop for EntriesTap {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A `Write` that turns uncompressed tar bytes into a stored layer blob.
 pub struct LayerSink<'s> {
     store: &'s Store,
     compression: Compression,
     inner: HashingWriter<CompressingWriter<BackgroundBlobWriter>>,
+    tap: EntriesTap,
 }
 
 impl<'s> LayerSink<'s> {
@@ -160,6 +246,7 @@ impl<'s> LayerSink<'s> {
             store,
             compression,
             inner: HashingWriter::new(compressor),
+            tap: EntriesTap::new(),
         })
     }
 
@@ -184,6 +271,9 @@ impl<'s> LayerSink<'s> {
             })
             .collect();
         self.store.record_deflate_chunks(&info.digest, &records)?;
+        if let Some(entries) = self.tap.finish() {
+            stowage_advisor::remember_layer_entries(self.store, &diff_id, &entries);
+        }
         Ok(LayerInfo {
             diff_id,
             blob_digest: info.digest,
@@ -196,7 +286,9 @@ impl<'s> LayerSink<'s> {
 
 impl Write for LayerSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let written = self.inner.write(buf)?;
+        self.tap.write(buf.get(..written).unwrap_or_default());
+        Ok(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {

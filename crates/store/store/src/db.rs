@@ -109,6 +109,8 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
         .map_err(db_err)?;
     tx.execute_batch(crate::deflate_memo::DEFLATE_CHUNK_SCHEMA)
         .map_err(db_err)?;
+    tx.execute_batch(crate::annotations::ANNOTATION_SCHEMA)
+        .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     Ok(conn)
 }

@@ -178,6 +178,7 @@ impl Store {
                 .map_err(&db_err)?;
             (live, unpacked)
         };
+        self.forget_orphan_annotations()?;
         for entry in fs::read_dir(&self.layers_dir).map_err(io_err("listing", &self.layers_dir))? {
             let entry = entry.map_err(io_err("listing", &self.layers_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -16,6 +16,7 @@
 //! process killed at any point leaves at most an unreferenced blob or a stale
 //! `index.json`, which [`Store::open`] repairs; no image ever refers to a missing blob.
 
+mod annotations;
 mod blob;
 mod cache;
 mod db;
