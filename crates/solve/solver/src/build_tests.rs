@@ -744,3 +744,30 @@ fn a_rebuilt_copy_layer_reuses_unchanged_gzip_chunks_with_identical_bytes() {
     );
     assert_eq!(scratch.image_id, second.image_id);
 }
+
+/// The entry list the build records for each layer it writes (for the build report) is
+/// exactly what reading the stored blob back gives.
+#[test]
+fn recorded_layer_entries_match_a_scan_of_the_blob() {
+    preconditions();
+    let context = context_with(&[("app/a.txt", "alpha\n"), ("app/b.txt", "beta\n")]);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}COPY app /app\nRUN rm /app/a.txt && echo new > /app/c.txt && chmod 600 /app/b.txt\n"
+    );
+    let result = build(&store, &request(context.path(), &dockerfile), &LocalImages, &Silent).unwrap();
+    assert_eq!(result.layers.len(), 4);
+    for layer in &result.layers {
+        let recorded = store
+            .layer_annotation(&layer.diff_id, "advisor-layer-entries-v1")
+            .unwrap()
+            .unwrap_or_else(|| panic!("no entries recorded for {}", layer.diff_id));
+        let recorded: stowage_advisor::LayerEntries = serde_json::from_slice(&recorded).unwrap();
+        let blob = store.open_blob(&layer.blob_digest).unwrap();
+        let (_, reader) = stowage_archive::decompressing_reader(blob).unwrap();
+        let scanned = stowage_advisor::read_layer_entries(reader).unwrap();
+        assert_eq!(recorded, scanned, "layer {}", layer.diff_id);
+        assert!(!scanned.items.is_empty());
+    }
+}
