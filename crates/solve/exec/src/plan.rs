@@ -428,9 +428,13 @@ pub(crate) fn plan_steps(input: &PlanInput<'_>) -> Result<Vec<Step>, ExecError> 
         .iter()
         .map(|arg| cstring(arg.as_bytes(), "argv"))
         .collect::<Result<Vec<_>, _>>()?;
+    // Docker sets HOME from the user's passwd entry when the image does not set it.
+    let home = (!input.env.iter().any(|(name, _)| name == "HOME"))
+        .then(|| (OsString::from("HOME"), OsString::from(&input.user.home)));
     let envp = input
         .env
         .iter()
+        .chain(home.iter())
         .map(|(name, value)| {
             if name.is_empty() || name.as_bytes().contains(&b'=') {
                 return Err(ExecError::invalid(format!(

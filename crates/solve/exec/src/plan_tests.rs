@@ -160,6 +160,7 @@ fn fixture() -> Fixture {
             uid: 1000,
             gid: 100,
             groups: vec![10, 100],
+            home: "/home/app".into(),
         },
         mounts: vec![ExtraMount::Tmpfs {
             target: "/cache".into(),
@@ -340,7 +341,22 @@ fn exec_args_are_prepared_in_order() {
         panic!("last step is not exec");
     };
     assert_eq!(args.argv(), [c"sh", c"-c", c"true"]);
-    assert_eq!(args.envp(), [c"PATH=/usr/bin:/bin", c"A=1"]);
+    // HOME comes from the user's passwd entry when the environment lacks it (as Docker).
+    assert_eq!(
+        args.envp(),
+        [c"PATH=/usr/bin:/bin", c"A=1", c"HOME=/home/app"]
+    );
+    let mut fx = fx;
+    fx.env.push(("HOME".into(), "/custom".into()));
+    let steps =
+        plan_steps(&input(&fx, overlay(1, OverlayApi::Auto), NetworkMode::Host)).expect("plan");
+    let Some(Step::Exec(args)) = steps.last() else {
+        panic!("last step is not exec");
+    };
+    assert_eq!(
+        args.envp(),
+        [c"PATH=/usr/bin:/bin", c"A=1", c"HOME=/custom"]
+    );
 }
 
 #[test]

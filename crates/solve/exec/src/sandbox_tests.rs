@@ -252,7 +252,11 @@ fn env_is_passed_in_order_and_path_is_searched() {
         ("ZED".into(), "last?".into()),
         ("ALPHA".into(), "a b".into()),
     ];
-    assert_eq!(run_ok(&spec), "PATH=/usr/bin:/bin\nZED=last?\nALPHA=a b\n");
+    // HOME is added from the user's passwd entry (root here), as Docker does.
+    assert_eq!(
+        run_ok(&spec),
+        "PATH=/usr/bin:/bin\nZED=last?\nALPHA=a b\nHOME=/root\n"
+    );
 }
 
 #[test]

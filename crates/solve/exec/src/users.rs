@@ -20,12 +20,16 @@ pub struct ResolvedUser {
     pub gid: u32,
     /// Supplementary group ids (sorted, deduplicated, may include `gid`).
     pub groups: Vec<u32>,
+    /// The home directory from /etc/passwd (`/` when the user has no entry), which
+    /// becomes `HOME` when the environment does not set it, as Docker does.
+    pub home: String,
 }
 
 struct PasswdEntry<'a> {
     name: &'a str,
     uid: u32,
     gid: u32,
+    home: &'a str,
 }
 
 struct GroupEntry<'a> {
@@ -48,7 +52,18 @@ fn parse_passwd(content: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
         let _password = fields.next()?;
         let uid = fields.next()?.trim().parse().ok()?;
         let gid = fields.next()?.trim().parse().ok()?;
-        Some(PasswdEntry { name, uid, gid })
+        let _gecos = fields.next();
+        let home = fields
+            .next()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .unwrap_or("/");
+        Some(PasswdEntry {
+            name,
+            uid,
+            gid,
+            home,
+        })
     })
 }
 
@@ -122,6 +137,7 @@ pub fn resolve_user(
             None => e.name == user_part,
         })
     });
+    let home = entry.as_ref().map_or("/", |e| e.home).to_owned();
     let (uid, mut gid, user_name) = match (numeric_uid, &entry) {
         (_, Some(e)) => (e.uid, e.gid, Some(e.name)),
         (Some(uid), None) => (uid, 0, None),
@@ -168,7 +184,12 @@ pub fn resolve_user(
     }
     groups.sort_unstable();
     groups.dedup();
-    Ok(ResolvedUser { uid, gid, groups })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -190,7 +211,8 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![10]
+                groups: vec![10],
+                home: "/root".into(),
             }
         );
     }
@@ -202,7 +224,8 @@ mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![10, 50]
+                groups: vec![10, 50],
+                home: "/home/app".into(),
             }
         );
     }
@@ -215,7 +238,8 @@ mod tests {
             ResolvedUser {
                 uid: 4242,
                 gid: 0,
-                groups: vec![0]
+                groups: vec![0],
+                home: "/".into(),
             }
         );
     }
@@ -227,7 +251,8 @@ mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 50,
-                groups: vec![50]
+                groups: vec![50],
+                home: "/home/app".into(),
             }
         );
         assert_eq!(ok("1000:777").gid, 777);
@@ -270,7 +295,8 @@ mod tests {
             ResolvedUser {
                 uid: 12,
                 gid: 34,
-                groups: vec![34]
+                groups: vec![34],
+                home: "/".into(),
             }
         );
     }

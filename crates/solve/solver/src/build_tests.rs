@@ -756,7 +756,13 @@ fn recorded_layer_entries_match_a_scan_of_the_blob() {
     let dockerfile = format!(
         "{BUSYBOX_BASE}COPY app /app\nRUN rm /app/a.txt && echo new > /app/c.txt && chmod 600 /app/b.txt\n"
     );
-    let result = build(&store, &request(context.path(), &dockerfile), &LocalImages, &Silent).unwrap();
+    let result = build(
+        &store,
+        &request(context.path(), &dockerfile),
+        &LocalImages,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(result.layers.len(), 4);
     for layer in &result.layers {
         let recorded = store
