@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod ci;
 pub mod classify;
 pub mod diff;
+pub mod entries_codec;
 pub mod html;
 pub mod render;
 pub mod report;
@@ -172,12 +173,12 @@ pub fn scan_details_with(
 }
 
 /// The annotation kind (and format version) of cached [`LayerEntries`].
-const LAYER_ENTRIES_KIND: &str = "advisor-layer-entries-v1";
+pub const LAYER_ENTRIES_KIND: &str = "advisor-layer-entries-bin-v1";
 
 /// A layer's entries as an earlier scan left them in the store.
 fn cached_layer_entries(store: &Store, diff_id: &stowage_digest::Digest) -> Option<LayerEntries> {
     let bytes = store.layer_annotation(diff_id, LAYER_ENTRIES_KIND).ok()??;
-    serde_json::from_slice(&bytes).ok()
+    entries_codec::decode(&bytes)
 }
 
 /// Keeps a layer's entries for the next scan (the build records the layers it writes this
@@ -187,9 +188,8 @@ pub fn remember_layer_entries(
     diff_id: &stowage_digest::Digest,
     entries: &LayerEntries,
 ) {
-    if let Ok(bytes) = serde_json::to_vec(entries) {
-        let _ = store.set_layer_annotation(diff_id, LAYER_ENTRIES_KIND, &bytes);
-    }
+    let _ =
+        store.set_layer_annotation(diff_id, LAYER_ENTRIES_KIND, &entries_codec::encode(entries));
 }
 
 /// Analyses an image of the store.

@@ -111,7 +111,7 @@ pub struct LayerScan {
 /// (what [`Scanner::add_entries`] applies). A layer's list can be kept and applied again
 /// without reading the layer: the store caches them by diff_id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "op")]
+#[serde(rename_all = "kebab-case")]
 pub enum LayerItem {
     /// `.wh..wh..opq` in `parent`: everything lower layers put below it goes.
     Opaque {

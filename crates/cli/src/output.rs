@@ -53,31 +53,8 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A size as Docker prints it: three significant digits, decimal units
-/// (`88.1MB`, `5.53kB`, `0B`).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let digits = if value >= 100.0 {
-        0
-    } else if value >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let text = format!("{value:.digits$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    };
-    format!("{text}{}", UNITS.get(unit).copied().unwrap_or("B"))
-}
+/// Sizes print the same everywhere: the advisor's decimal units (`18.3MB`, `512B`).
+pub use stowage_advisor::render::human_size;
 
 #[cfg(test)]
 mod tests {

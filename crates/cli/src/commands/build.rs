@@ -295,12 +295,6 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             stowage_distribution::PullPolicy::Missing
         },
     };
-    // The report's lint (it walks the context for its own rules) runs beside the build.
-    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
-    let lint_thread = wants_report.then(|| {
-        let (dockerfile, options) = (dockerfile.clone(), lint_options.clone());
-        std::thread::spawn(move || crate::commands::report::lint(&dockerfile, &options))
-    });
     let started = Instant::now();
     let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
     printer.finish_live();
@@ -314,6 +308,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     let elapsed = started.elapsed();
+    // The report's lint: given the big files of the context when the build walked all of
+    // it, its context rules need no walk of their own.
+    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
+    let report_lint = || {
+        let mut options = lint_options.clone();
+        options.context_large_files = result.context_large_files.clone();
+        crate::commands::report::lint(&dockerfile, &options)
+    };
 
     // The context's size, as `docker build` reports what it sends: from the
     // build's own walk when it copied the whole context, else walked here.
@@ -350,7 +352,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     if args.quiet {
         if let Some(path) = &args.report {
-            let lint = lint_thread.and_then(|thread| thread.join().ok()).flatten();
+            let lint = report_lint();
             let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
             crate::commands::report::save(&report, path)?;
         }
@@ -405,8 +407,8 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error),
         }
     }
-    if let Some(thread) = lint_thread {
-        let lint = thread.join().ok().flatten();
+    if wants_report {
+        let lint = report_lint();
         let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {

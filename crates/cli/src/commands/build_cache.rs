@@ -95,19 +95,10 @@ impl<'a> RegistryCache<'a> {
                     .collect())
             }
             CacheSource::Image { repository, image } => {
-                let layers: Vec<LayerInfo> = image
-                    .manifest
-                    .layers
-                    .iter()
-                    .zip(&image.config.rootfs.diff_ids)
-                    .map(|(descriptor, diff_id)| LayerInfo {
-                        diff_id: *diff_id,
-                        blob_digest: descriptor.digest,
-                        media_type: descriptor.media_type.clone(),
-                        compressed_size: descriptor.size,
-                        uncompressed_size: None,
-                    })
-                    .collect();
+                let layers = stowage_distribution::remote_layers(
+                    &image.manifest,
+                    &image.config.rootfs.diff_ids,
+                );
                 self.remember(&repository, &layers);
                 Ok(keyed(&image.config, layers))
             }

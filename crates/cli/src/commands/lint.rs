@@ -70,6 +70,7 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
         build_args,
         target: args.target.clone(),
         disabled_rules: args.disable.clone(),
+        context_large_files: None,
     };
     let report =
         stowage_lint::lint(&source, &options).map_err(|e| Rendered(e.render(&name, &source)))?;

@@ -25,6 +25,7 @@ pub fn lint_options(
         build_args: build_args.clone(),
         target: target.map(str::to_owned),
         disabled_rules: Vec::new(),
+        context_large_files: None,
     }
 }
 

@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::support::docker::services_script;
+use crate::support::seed::{pip_trusted_hosts, seed_dockerfiles};
 
 const DEBIAN_TAR: &str = "/var/cache/stowage-test/debian-bookworm-minbase.tar";
 const DEBIAN: &str = "localhost/debian:bookworm";
@@ -541,72 +542,6 @@ fn build_check_stops_on_errors_and_report_names_measured_costs() {
 
 // ------------------------------------------------------ the seed's walkthrough
 
-/// The seed's four Dockerfiles (Step 1..4) on the local Debian base, as
-/// `stowage build`'s seed scenario test writes them.
-fn seed_steps() -> Vec<(&'static str, String)> {
-    let tail = "COPY . /app\nWORKDIR /app\nRUN pip install --break-system-packages -r requirements.txt\nEXPOSE 5000\nENTRYPOINT [\"python3\"]\nCMD [\"application.py\"]\n";
-    vec![
-        (
-            "v1",
-            format!(
-                "FROM {DEBIAN}\nRUN apt-get update -y\nRUN apt-get install -y python3-pip python3-dev build-essential\n{tail}"
-            ),
-        ),
-        (
-            "v2",
-            format!(
-                "FROM {DEBIAN}\nRUN apt-get update -y && apt-get install -y python3-pip python3-dev build-essential\n{tail}"
-            ),
-        ),
-        (
-            "v3",
-            format!(
-                "FROM {DEBIAN}\nRUN apt-get update -y && apt-get install -y --no-install-recommends python3-pip python3-dev build-essential && rm -rf /var/lib/apt/lists/*\n{tail}"
-            ),
-        ),
-        (
-            "v4",
-            format!(
-                "FROM {DEBIAN} AS build\n\
-                 RUN apt-get update -y && apt-get install -y --no-install-recommends python3-pip python3-dev build-essential && rm -rf /var/lib/apt/lists/*\n\
-                 COPY requirements.txt /app/\n\
-                 WORKDIR /app\n\
-                 RUN pip install --break-system-packages -r requirements.txt\n\
-                 \n\
-                 FROM {DEBIAN}\n\
-                 RUN apt-get update -y && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n\
-                 COPY --from=build /usr/local/lib/python3.11/dist-packages /usr/local/lib/python3.11/dist-packages\n\
-                 COPY . /app\n\
-                 WORKDIR /app\n\
-                 EXPOSE 5000\n\
-                 ENTRYPOINT [\"python3\"]\n\
-                 CMD [\"application.py\"]\n"
-            ),
-        ),
-    ]
-}
-
-/// pip's index hosts, asked of the host's pip: TLS to them may go through an
-/// intercepting proxy whose CA the image does not trust.
-fn pip_trusted_hosts() -> (String, String) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import urllib.parse, pip._internal.models.index as m; print(urllib.parse.urlparse(m.PyPI.url).netloc, m.PyPI.file_storage_domain)",
-        ])
-        .output()
-        .expect("run python3 (with pip) to learn the index hosts");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some(a), Some(b)) if out.status.success() => (a.to_owned(), b.to_owned()),
-        _ => panic!(
-            "cannot ask pip for its index hosts: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
 fn lint_rules(ctx: &Path, dockerfile: &str) -> Vec<String> {
     let file = ctx.join("lint.Dockerfile");
     fs::write(&file, dockerfile).expect("write");
@@ -666,7 +601,7 @@ fn seed_walkthrough_lint_findings_go_and_analyze_diff_measure_each_step() {
         "lint.Dockerfile\nreport-*.json\n",
     )
     .expect("write");
-    let steps = seed_steps();
+    let steps = seed_dockerfiles(DEBIAN);
 
     // lint: Step 1 has a finding for each problem the seed fixes; they go one by one
     let rules: Vec<Vec<String>> = steps

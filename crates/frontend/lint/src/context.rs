@@ -113,35 +113,69 @@ pub fn run(view: &View<'_>, options: &LintOptions, report: &mut LintReport) {
         .collect();
     let copies_all = used.iter().any(|s| s.is_empty() || s == "." || s == "*");
     let mut large: Vec<String> = Vec::new();
-    let walker = walkdir::WalkDir::new(context)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !HEAVY_DIRS.iter().any(|d| e.file_name() == *d));
-    for (count, entry) in walker.enumerate() {
-        if count > MAX_WALK {
-            report.unjudged.push(
-                "STW012: context has more than 200000 entries; the large-file scan stopped"
-                    .to_string(),
-            );
-            break;
+    let mut consider = |relative: &str, size: u64| {
+        if size <= LARGE_FILE {
+            return;
         }
-        let Ok(entry) = entry else { continue };
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.len() <= LARGE_FILE {
-            continue;
-        }
-        let Ok(relative) = entry.path().strip_prefix(context) else {
-            continue;
-        };
-        let relative = relative.to_string_lossy().replace('\\', "/");
         let named = used.iter().any(|u| {
-            !u.is_empty() && u != "." && (relative == *u || relative.starts_with(&format!("{u}/")))
+            !u.is_empty() && u != "." && (relative == u || relative.starts_with(&format!("{u}/")))
         });
         if !named || copies_all {
-            large.push(format!("{relative} ({} MB)", meta.len() / (1024 * 1024)));
+            large.push(format!("{relative} ({} MB)", size / (1024 * 1024)));
+        }
+    };
+    if let Some(known) = &options.context_large_files {
+        for (relative, size) in known {
+            let in_heavy_dir = relative.split('/').any(|part| HEAVY_DIRS.contains(&part));
+            if !in_heavy_dir {
+                consider(relative, *size);
+            }
+        }
+    }
+    // Unless the caller saw the files already: directory by directory, entry types from
+    // the listing, and only regular files stat-ed, relative to their open directory.
+    let mut pending = if options.context_large_files.is_some() {
+        Vec::new()
+    } else {
+        vec![std::path::PathBuf::new()]
+    };
+    let mut seen = 0usize;
+    'walk: while let Some(relative_dir) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(context.join(&relative_dir)) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            seen += 1;
+            if seen > MAX_WALK {
+                report.unjudged.push(
+                    "STW012: context has more than 200000 entries; the large-file scan stopped"
+                        .to_string(),
+                );
+                break 'walk;
+            }
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            if file_type.is_dir() {
+                if HEAVY_DIRS.iter().any(|d| name == *d) {
+                    continue;
+                }
+                pending.push(relative_dir.join(&name));
+                continue;
+            }
+            if !file_type.is_file() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.len() <= LARGE_FILE {
+                continue;
+            }
+            let relative = relative_dir
+                .join(&name)
+                .to_string_lossy()
+                .replace('\\', "/");
+            consider(&relative, meta.len());
         }
     }
     large.sort();

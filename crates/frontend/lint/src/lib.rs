@@ -110,6 +110,10 @@ pub struct LintOptions {
     pub target: Option<String>,
     /// Rule IDs or names to leave out.
     pub disabled_rules: Vec<String>,
+    /// The context's files above 1 MiB (path relative to the context, size), when the
+    /// caller already walked the whole context (a build): the context rules then do not
+    /// walk it again.
+    pub context_large_files: Option<Vec<(String, u64)>>,
 }
 
 /// The result of linting.

@@ -276,6 +276,15 @@ impl Context {
     /// changing), so a build can reuse the step key it computed for it last time without
     /// reading or hashing anything.
     pub fn selection_fingerprint(&self, sources: &[&str]) -> Result<Digest, ContextError> {
+        self.selection_fingerprint_with(sources, &mut |_| {})
+    }
+
+    /// [`Context::selection_fingerprint`], also showing `seen` every selected entry.
+    pub fn selection_fingerprint_with(
+        &self,
+        sources: &[&str],
+        seen: &mut dyn FnMut(&Entry),
+    ) -> Result<Digest, ContextError> {
         let mut hasher = Hasher::new();
         hasher.update(b"stowage selection fingerprint v1\0");
         for source in sources {
@@ -284,6 +293,7 @@ impl Context {
             for top in self.resolve(source)? {
                 self.walk(&top, &mut |entry| {
                     hash_entry_metadata(&mut hasher, entry);
+                    seen(entry);
                     Ok(())
                 })?;
             }

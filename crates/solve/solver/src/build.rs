@@ -10,14 +10,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use stowage_archive::Compression;
-use stowage_context::{Context, StatCache, StatKey};
+use stowage_context::{Context, StatCache};
 use stowage_digest::Digest;
 use stowage_dockerfile::expand::{ExpandOptions, ExpandedCommand, ExpandedProgram, PROXY_ARGS};
 use stowage_dockerfile::instructions::{CommandLine, NetworkMode as RunNetwork, Source};
 use stowage_dockerfile::{Instruction, ParseError, Program};
 use stowage_exec::{CancelToken, NetworkMode};
 use stowage_image::{History, ImageConfig, ImageId, LayerInfo, Platform, Reference};
-use stowage_store::{CacheRecord, ManifestFormat, StatRecord, Store};
+use stowage_store::{CacheRecord, ManifestFormat, Store};
 
 use crate::cachekey::{CacheKey, MissReason, OpKind, StepInputs, explain_miss};
 use crate::config::{self, StageFlags, argv_of, go_quote, shell_of};
@@ -30,6 +30,7 @@ use crate::remote_cache::{CacheExport, RemoteCache, RemoteHits, stage_entries};
 use crate::rootfs::{MergedView, lowers_for};
 use crate::run::{RunParams, run_step};
 use crate::squash::{SquashMode, squash_stage};
+use crate::stat_records::{load_stat_cache, save_stat_cache};
 use crate::unpacked_digests::UnpackedDigests;
 
 /// The Dockerfile to build.
@@ -137,6 +138,9 @@ pub struct BuildResult {
     /// The whole context's files and bytes, when a COPY of the context root
     /// walked it anyway (so nobody walks it twice).
     pub context_total: Option<(u64, u64)>,
+    /// The whole context's files above [`CONTEXT_LARGE_FILE`] (path, size), when a COPY
+    /// of the context root walked all of it (for the build report's lint).
+    pub context_large_files: Option<Vec<(String, u64)>>,
     /// The keyed layers `--cache-to` can export.
     pub cache_export: CacheExport,
 }
@@ -291,6 +295,7 @@ pub fn build(
         finished: Mutex::new(BTreeMap::new()),
         used: Mutex::new((0, 0)),
         context_total: Mutex::new(None),
+        context_large_files: Mutex::new(None),
         cancel: CancelToken::new(),
         remote_hits,
         unpacked_digests: UnpackedDigests::new(store),
@@ -301,6 +306,7 @@ pub fn build(
     reports.sort_by_key(|r| (r.id.stage_index, r.id.step));
     let used = *lock(&runner.used);
     let context_total = *lock(&runner.context_total);
+    let context_large_files = lock(&runner.context_large_files).take();
     let cache_export = {
         let finished = lock(&runner.finished);
         let entries = |state: &StageState| stage_entries(&state.layers, &state.layer_keys);
@@ -318,21 +324,8 @@ pub fn build(
     let stat_cache = stat_cache
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(stat_cache) = stat_cache.filter(StatCache::is_changed) {
-        let records: Vec<StatRecord> = stat_cache
-            .records()
-            .into_iter()
-            .map(|(path, key, digest)| StatRecord {
-                path,
-                dev: key.dev,
-                ino: key.ino,
-                size: key.size,
-                mtime_ns: key.mtime_ns,
-                ctime_ns: key.ctime_ns,
-                digest,
-            })
-            .collect();
-        store.stat_cache_save(&context_id, &records)?;
+    if let Some(stat_cache) = stat_cache {
+        save_stat_cache(store, &context_id, &stat_cache)?;
     }
 
     if request.dry_run {
@@ -345,6 +338,7 @@ pub fn build(
             config: Some(final_state.config),
             context_used: used,
             context_total,
+            context_large_files: context_large_files.clone(),
             cache_export,
         });
     }
@@ -434,6 +428,7 @@ pub fn build(
         config: Some(final_state.config),
         context_used: used,
         context_total,
+        context_large_files,
         cache_export,
     })
 }
@@ -754,6 +749,8 @@ struct Runner<'a> {
     finished: Mutex<BTreeMap<usize, StageState>>,
     used: Mutex<(u64, u64)>,
     context_total: Mutex<Option<(u64, u64)>>,
+    /// The context's files above [`CONTEXT_LARGE_FILE`], when a COPY walked all of it.
+    context_large_files: Mutex<Option<Vec<(String, u64)>>>,
     /// Set when a stage failed: running RUNs are killed, no new step starts.
     cancel: CancelToken,
     /// `--cache-from` entries, fetched when a hit is taken.
@@ -1451,10 +1448,11 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// The fast-path fingerprint of a COPY from the context: its inputs without files, the
-    /// options that shape the selection, and the selection's metadata. `None` where the
-    /// fast path does not apply (other sources, ADD, heredocs, --no-cache, a parent that
-    /// missed) or the context cannot be read (the planner then reports why).
+    /// The fast-path fingerprint of a COPY from the context or an earlier stage: its inputs
+    /// without files, the options that shape the selection, and the selection (the context
+    /// entries' metadata, or the stage's layer diff_ids). `None` where the fast path does
+    /// not apply (images, ADD, heredocs, --no-cache, a parent that missed) or the context
+    /// cannot be read (the planner then reports why).
     fn copy_fingerprint(
         &self,
         state: &StageState,
@@ -1463,7 +1461,7 @@ impl Runner<'_> {
         owner: Option<(u32, u32)>,
         chmod: Option<u32>,
     ) -> Option<Digest> {
-        if args.from.is_some() || args.is_add || self.request.no_cache || state.missed {
+        if args.is_add || self.request.no_cache || state.missed {
             return None;
         }
         let paths: Vec<&str> = args
@@ -1474,7 +1472,41 @@ impl Runner<'_> {
                 Source::Heredoc { .. } => None,
             })
             .collect::<Option<_>>()?;
-        let selection = self.context.selection_fingerprint(&paths).ok()?;
+        let selection = match args.from {
+            None if copies_context_root(args) => {
+                // The whole context is walked here anyway: keep its big files for the
+                // build report's lint, which then needs no walk of its own.
+                let mut large = Vec::new();
+                let digest = self
+                    .context
+                    .selection_fingerprint_with(&paths, &mut |entry| {
+                        if entry.kind == stowage_context::EntryKind::File
+                            && entry.size > CONTEXT_LARGE_FILE
+                        {
+                            large.push((entry.rel.clone(), entry.size));
+                        }
+                    })
+                    .ok()?;
+                *lock(&self.context_large_files) = Some(large);
+                digest
+            }
+            None => self.context.selection_fingerprint(&paths).ok()?,
+            // From an earlier stage: its layers' diff_ids name its whole filesystem.
+            Some(reference) => {
+                let stage = self.program.stage(reference)?;
+                let layers = lock(&self.finished).get(&stage.index)?.layers.clone();
+                let mut hasher = stowage_digest::Hasher::new();
+                hasher.update(b"stowage stage selection v1\0");
+                for layer in &layers {
+                    hasher.update(layer.diff_id.as_bytes());
+                }
+                for path in &paths {
+                    hasher.update(path.as_bytes());
+                    hasher.update(b"\0");
+                }
+                hasher.finish()
+            }
+        };
         let mut hasher = stowage_digest::Hasher::new();
         hasher.update(b"stowage copy fingerprint v1\0");
         hasher.update(inputs.key().as_bytes());
@@ -1500,11 +1532,7 @@ impl Runner<'_> {
         let mut used = lock(&self.used);
         used.0 += file_count;
         used.1 += file_bytes;
-        let copies_root = !args.is_add
-            && args.excludes.is_empty()
-            && args.sources.len() == 1
-            && matches!(&args.sources[0], Source::Path { path } if path.split('/').all(|c| c.is_empty() || c == "."));
-        if copies_root {
+        if copies_context_root(args) {
             *lock(&self.context_total) = Some((file_count, file_bytes));
         }
     }
@@ -1585,23 +1613,16 @@ impl Runner<'_> {
     }
 }
 
-/// The stat cache the store holds for a context.
-fn load_stat_cache(store: &Store, context_id: &str) -> Result<StatCache, StepError> {
-    Ok(StatCache::from_records(
-        store.stat_cache_load(context_id)?.into_iter().map(|r| {
-            (
-                r.path,
-                StatKey {
-                    dev: r.dev,
-                    ino: r.ino,
-                    size: r.size,
-                    mtime_ns: r.mtime_ns,
-                    ctime_ns: r.ctime_ns,
-                },
-                r.digest,
-            )
-        }),
-    ))
+/// Files of the context above this size are listed in [`BuildResult::context_large_files`].
+pub const CONTEXT_LARGE_FILE: u64 = 1024 * 1024;
+
+/// Whether a COPY copies the whole context (`COPY . dest`, no excludes).
+fn copies_context_root(args: &CopyArgs<'_>) -> bool {
+    !args.is_add
+        && args.from.is_none()
+        && args.excludes.is_empty()
+        && args.sources.len() == 1
+        && matches!(&args.sources[0], Source::Path { path } if path.split('/').all(|c| c.is_empty() || c == "."))
 }
 
 /// Scratch directories removed when dropped.

@@ -766,10 +766,10 @@ fn recorded_layer_entries_match_a_scan_of_the_blob() {
     assert_eq!(result.layers.len(), 4);
     for layer in &result.layers {
         let recorded = store
-            .layer_annotation(&layer.diff_id, "advisor-layer-entries-v1")
+            .layer_annotation(&layer.diff_id, stowage_advisor::LAYER_ENTRIES_KIND)
             .unwrap()
             .unwrap_or_else(|| panic!("no entries recorded for {}", layer.diff_id));
-        let recorded: stowage_advisor::LayerEntries = serde_json::from_slice(&recorded).unwrap();
+        let recorded = stowage_advisor::entries_codec::decode(&recorded).unwrap();
         let blob = store.open_blob(&layer.blob_digest).unwrap();
         let (_, reader) = stowage_archive::decompressing_reader(blob).unwrap();
         let scanned = stowage_advisor::read_layer_entries(reader).unwrap();

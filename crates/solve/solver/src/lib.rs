@@ -19,6 +19,7 @@ pub mod remote_cache;
 pub mod rootfs;
 pub mod run;
 pub mod squash;
+pub mod stat_records;
 pub mod unpacked_digests;
 
 pub use build::{

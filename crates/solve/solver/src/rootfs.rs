@@ -134,11 +134,13 @@ pub struct MergedView {
 
 const MAX_LINKS: usize = 40;
 
-fn is_whiteout(meta: &Metadata) -> bool {
+/// An overlayfs whiteout: a 0/0 character device.
+pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-fn is_opaque(path: &Path) -> bool {
+/// A directory overlayfs marks opaque (`trusted.overlay.opaque=y`).
+pub(crate) fn is_opaque(path: &Path) -> bool {
     let mut value = [0u8; 2];
     matches!(
         rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut value),
@@ -153,7 +155,7 @@ impl MergedView {
     }
 
     /// Looks up `components` without following symlinks in the last one.
-    fn lookup_exact(&self, components: &[String]) -> Option<(PathBuf, Metadata)> {
+    pub(crate) fn lookup_exact(&self, components: &[String]) -> Option<(PathBuf, Metadata)> {
         let rel: PathBuf = components.iter().collect();
         for lower in &self.lowers {
             let mut hidden_below = false;

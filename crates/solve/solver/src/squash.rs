@@ -28,8 +28,8 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps, XattrFlags};
 use stowage_archive::{Compression, LayerWriterOptions, TRUSTED_OPAQUE_XATTR, write_layer_tar};
@@ -38,7 +38,10 @@ use stowage_store::Store;
 
 use crate::error::StepError;
 use crate::layer::LayerSink;
-use crate::rootfs::{adopt_tree, ensure_unpacked, lowers_for, remove_tree, scratch_dir};
+use crate::rootfs::{
+    MergedView, adopt_tree, ensure_unpacked, is_opaque, is_whiteout, lowers_for, remove_tree,
+    scratch_dir,
+};
 
 /// Which layers of the final image are merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +67,7 @@ pub fn squash_layers(
 ) -> Result<LayerInfo, StepError> {
     let (base, range) = layers.split_at(from.min(layers.len()));
     let base_view = BaseView {
-        lowers: lowers_for(store, base)?,
+        view: MergedView::new(lowers_for(store, base)?),
     };
     let trees = range
         .iter()
@@ -113,54 +116,21 @@ pub fn mark_squashed_history(history: &mut [History], from_entry: usize) {
 
 /// The layers below the squashed range, looked up without a mount.
 struct BaseView {
-    /// Unpacked trees, top-most first.
-    lowers: Vec<PathBuf>,
+    view: MergedView,
 }
 
 impl BaseView {
     /// What is at `rel` in the base: `None` if nothing, else whether it is a
     /// directory. Symlinks are not followed (layer paths are literal).
     fn lookup(&self, rel: &Path) -> Option<bool> {
-        let components: Vec<&OsStr> = rel.iter().collect();
-        for lower in &self.lowers {
-            let mut prefix = lower.clone();
-            let mut hidden_below = false;
-            let mut missing = false;
-            for (index, component) in components.iter().enumerate() {
-                prefix.push(component);
-                let last = index + 1 == components.len();
-                match fs::symlink_metadata(&prefix) {
-                    Ok(meta) if is_whiteout(&meta) => return None,
-                    Ok(meta) if !last && !meta.is_dir() => return None,
-                    Ok(_) if !last && is_opaque(&prefix) => hidden_below = true,
-                    Ok(_) => {}
-                    Err(_) => {
-                        missing = true;
-                        break;
-                    }
-                }
-            }
-            if !missing {
-                return fs::symlink_metadata(&prefix).ok().map(|m| m.is_dir());
-            }
-            if hidden_below {
-                return None;
-            }
-        }
-        None
+        let components: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        self.view
+            .lookup_exact(&components)
+            .map(|(_, meta)| meta.is_dir())
     }
-}
-
-fn is_whiteout(meta: &Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-fn is_opaque(path: &Path) -> bool {
-    let mut value = [0u8; 2];
-    matches!(
-        rustix::fs::lgetxattr(path, TRUSTED_OPAQUE_XATTR, &mut value),
-        Ok(1) if value[0] == b'y'
-    )
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StepError {

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use stowage_context::{StatCache, StatKey};
+
+use crate::stat_records::{load_stat_cache, save_stat_cache};
 use stowage_digest::Digest;
-use stowage_store::{StatRecord, Store};
+use stowage_store::Store;
 
 use crate::error::StepError;
 
@@ -52,17 +54,7 @@ impl<'s> UnpackedDigests<'s> {
         {
             let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
             if !layers.contains_key(&layer) {
-                let records = self.store.stat_cache_load(&cache_id(&layer))?;
-                let cache = StatCache::from_records(records.into_iter().map(|r| {
-                    let key = StatKey {
-                        dev: r.dev,
-                        ino: r.ino,
-                        size: r.size,
-                        mtime_ns: r.mtime_ns,
-                        ctime_ns: r.ctime_ns,
-                    };
-                    (r.path, key, r.digest)
-                }));
+                let cache = load_stat_cache(self.store, &cache_id(&layer))?;
                 layers.insert(layer.clone(), cache);
             }
             if let Some(digest) = layers
@@ -93,21 +85,8 @@ impl<'s> UnpackedDigests<'s> {
     /// Saves the record sets that gained entries.
     pub fn save(&self) -> Result<(), stowage_store::StoreError> {
         let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-        for (layer, cache) in layers.iter().filter(|(_, cache)| cache.is_changed()) {
-            let records: Vec<StatRecord> = cache
-                .records()
-                .into_iter()
-                .map(|(path, key, digest)| StatRecord {
-                    path,
-                    dev: key.dev,
-                    ino: key.ino,
-                    size: key.size,
-                    mtime_ns: key.mtime_ns,
-                    ctime_ns: key.ctime_ns,
-                    digest,
-                })
-                .collect();
-            self.store.stat_cache_save(&cache_id(layer), &records)?;
+        for (layer, cache) in layers.iter() {
+            save_stat_cache(self.store, &cache_id(layer), cache)?;
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ use stowage_registry::{Repository, TagOrDigest};
 pub use error::{DistributionError, Result};
 pub use pull::{
     EnsuredImage, PullOptions, PullPolicy, PulledImage, RemoteImage, ensure_image, pull,
-    resolve_remote,
+    remote_layers, resolve_remote,
 };
 pub use push::{PushOptions, PushedImage, push};
 pub use records::{RECORDS_FILE, Records};

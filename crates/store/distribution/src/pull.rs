@@ -387,19 +387,7 @@ pub fn pull(
         bytes_downloaded = bytes_downloaded.saturating_add(config_bytes.len() as u64);
     }
 
-    let layers: Vec<LayerInfo> = image
-        .manifest
-        .layers
-        .iter()
-        .zip(&config.rootfs.diff_ids)
-        .map(|(descriptor, diff_id)| LayerInfo {
-            diff_id: *diff_id,
-            blob_digest: descriptor.digest,
-            media_type: descriptor.media_type.clone(),
-            compressed_size: descriptor.size,
-            uncompressed_size: None,
-        })
-        .collect();
+    let layers = remote_layers(&image.manifest, &config.rootfs.diff_ids);
     let committed = store.commit_image(&ImageCommit {
         manifest: image.manifest_bytes.clone(),
         config: config_bytes,
@@ -489,4 +477,21 @@ pub fn describe_target(reference: &Reference) -> Result<String> {
         TagOrDigest::Tag(tag) => format!("{repository}:{tag}"),
         TagOrDigest::Digest(digest) => format!("{repository}@{digest}"),
     })
+}
+
+/// The layers a registry manifest lists, paired with the config's diff_ids (the registry
+/// says nothing of uncompressed sizes).
+pub fn remote_layers(manifest: &ImageManifest, diff_ids: &[Digest]) -> Vec<LayerInfo> {
+    manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(descriptor, diff_id)| LayerInfo {
+            diff_id: *diff_id,
+            blob_digest: descriptor.digest,
+            media_type: descriptor.media_type.clone(),
+            compressed_size: descriptor.size,
+            uncompressed_size: None,
+        })
+        .collect()
 }
