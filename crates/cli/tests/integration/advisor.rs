@@ -6,61 +6,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use crate::support::cli::{Ran, require_root, run, run_ok, stowage};
 use crate::support::docker::services_script;
 use crate::support::seed::{pip_trusted_hosts, seed_dockerfiles};
 
 const DEBIAN_TAR: &str = "/var/cache/stowage-test/debian-bookworm-minbase.tar";
 const DEBIAN: &str = "localhost/debian:bookworm";
-
-fn stowage(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stowage"));
-    cmd.arg("--root").arg(root).stdin(Stdio::null());
-    cmd
-}
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn both(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run(mut cmd: Command) -> Ran {
-    let out: Output = cmd.output().expect("cannot start the command");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run_ok(cmd: Command) -> Ran {
-    let ran = run(cmd);
-    assert_eq!(ran.code, Some(0), "{}", ran.both());
-    ran
-}
-
-fn require_root() {
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .expect("Uid line");
-    assert_eq!(euid, "0", "the advisor's build tests must run as root");
-}
 
 /// A store with the Debian base imported as [`DEBIAN`].
 fn debian_store() -> tempfile::TempDir {

@@ -16,12 +16,13 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stowage_image::LayerInfo;
 use stowage_store::Store;
 
+use crate::support::cli::{Ran, require_root, run, stowage};
 use crate::support::docker::{
     BUSYBOX_IMAGE, DOCKER_EXPORT_EXTRAS, FsEntry, FsKind, diff_listings, docker_build_classic,
     docker_config, docker_fs_listing, docker_inspect, docker_load, docker_rmi, docker_run,
@@ -36,55 +37,6 @@ const DEBIAN_TAR: &str = "/var/cache/stowage-test/debian-bookworm-minbase.tar";
 const BASE: &str = "localhost/busybox:latest";
 
 // ------------------------------------------------------------------ helpers
-
-fn stowage(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stowage"));
-    cmd.arg("--root").arg(root).stdin(Stdio::null());
-    cmd
-}
-
-/// The result of one stowage invocation.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn from(out: Output) -> Self {
-        Self {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn both(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run(mut cmd: Command) -> Ran {
-    Ran::from(cmd.output().expect("cannot start stowage"))
-}
-
-/// Must run as root (RUN needs namespaces and overlay mounts; COPY keeps owners).
-fn require_root() {
-    // SAFETY-free check: read our effective uid from /proc.
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .expect("Uid line");
-    assert_eq!(
-        euid, "0",
-        "these tests must run as root (RUN uses namespaces and overlayfs)"
-    );
-}
 
 fn ensure_rootfs_tars() {
     if Path::new(BUSYBOX_TAR).exists() && Path::new(DEBIAN_TAR).exists() {

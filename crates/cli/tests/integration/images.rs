@@ -12,13 +12,8 @@ use serde_json::Value;
 use stowage_digest::Digest;
 use tar::{EntryType, Header};
 
+use crate::support::cli::stowage;
 use crate::support::docker::{docker_bin, docker_load, docker_rmi, docker_run, ensure_dockerd};
-
-fn stowage(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stowage"));
-    cmd.arg("--root").arg(root);
-    cmd
-}
 
 fn output_of(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())

@@ -47,74 +47,103 @@ impl DeflateMemo for StoreChunkMemo {
     }
 }
 
-/// Buffers of compressed bytes handed to this many bytes at a time.
-const BACKGROUND_BUFFER: usize = 1024 * 1024;
+/// Bytes handed to a [`ThreadPipe`]'s thread this many at a time.
+const PIPE_BUFFER: usize = 1024 * 1024;
 
-/// Writes into a blob on its own thread, so that the blob's sha256 and the copy
-/// into the page cache run beside the tar hashing and compression.
-struct BackgroundBlobWriter {
+/// Bytes written here reach a consumer on its own thread, in [`PIPE_BUFFER`] pieces
+/// through a bounded channel (so memory stays bounded), and its result comes back at
+/// [`ThreadPipe::finish`]. The layer sink uses two: the blob writer (its sha256 and the
+/// copy into the page cache run beside compression) and the advisor's entry reader.
+struct ThreadPipe<T> {
     buffer: Vec<u8>,
     sender: Option<SyncSender<Vec<u8>>>,
-    thread: Option<JoinHandle<io::Result<BlobWriter>>>,
+    thread: Option<JoinHandle<io::Result<T>>>,
 }
 
-impl BackgroundBlobWriter {
-    fn new(mut blob: BlobWriter) -> Self {
+impl<T: Send + 'static> ThreadPipe<T> {
+    fn spawn(
+        consume: impl FnOnce(mpsc::Receiver<Vec<u8>>) -> io::Result<T> + Send + 'static,
+    ) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
-        let thread = std::thread::spawn(move || {
-            for buffer in receiver {
-                blob.write_all(&buffer)?;
-            }
-            Ok(blob)
-        });
         Self {
-            buffer: Vec::with_capacity(BACKGROUND_BUFFER),
+            buffer: Vec::with_capacity(PIPE_BUFFER),
             sender: Some(sender),
-            thread: Some(thread),
+            thread: Some(std::thread::spawn(move || consume(receiver))),
         }
     }
 
-    fn send_buffer(&mut self) -> io::Result<()> {
+    /// Hands over what is buffered; false once the consumer has stopped reading.
+    fn send_buffer(&mut self) -> bool {
         if self.buffer.is_empty() {
-            return Ok(());
+            return true;
         }
-        let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(BACKGROUND_BUFFER));
-        let sent = self.sender.as_ref().map(|sender| sender.send(full));
-        match sent {
-            Some(Ok(())) => Ok(()),
-            // The thread stopped: its result says why.
-            _ => match self.join() {
-                Err(error) => Err(error),
-                Ok(_) => Err(io::Error::other("the blob writer thread stopped")),
-            },
-        }
+        let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(PIPE_BUFFER));
+        self.sender.as_ref().is_some_and(|s| s.send(full).is_ok())
     }
 
-    fn join(&mut self) -> io::Result<BlobWriter> {
+    /// Buffers `bytes`; false once the consumer has stopped reading.
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        self.buffer.extend_from_slice(bytes);
+        self.buffer.len() < PIPE_BUFFER || self.send_buffer()
+    }
+
+    /// Hands over the rest, ends the stream and returns the consumer's result.
+    fn finish(mut self) -> io::Result<T> {
+        self.send_buffer();
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<T> {
         self.sender = None;
         let thread = self
             .thread
             .take()
-            .ok_or_else(|| io::Error::other("the blob writer thread already finished"))?;
+            .ok_or_else(|| io::Error::other("the pipe's thread already finished"))?;
         thread
             .join()
-            .map_err(|_| io::Error::other("the blob writer thread panicked"))?
+            .map_err(|_| io::Error::other("the pipe's thread panicked"))?
+    }
+}
+
+impl<T> Drop for ThreadPipe<T> {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            // An abandoned layer: whatever the consumer holds is dropped with it.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A blob written on its own thread.
+struct BackgroundBlobWriter(ThreadPipe<BlobWriter>);
+
+impl BackgroundBlobWriter {
+    fn new(mut blob: BlobWriter) -> Self {
+        Self(ThreadPipe::spawn(move |pieces| {
+            for piece in pieces {
+                blob.write_all(&piece)?;
+            }
+            Ok(blob)
+        }))
     }
 
-    /// Writes what is buffered and returns the blob writer.
-    fn finish(mut self) -> io::Result<BlobWriter> {
-        self.send_buffer()?;
-        self.join()
+    fn finish(self) -> io::Result<BlobWriter> {
+        self.0.finish()
     }
 }
 
 impl Write for BackgroundBlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(buf);
-        if self.buffer.len() >= BACKGROUND_BUFFER {
-            self.send_buffer()?;
+        if self.0.push(buf) {
+            return Ok(buf.len());
         }
-        Ok(buf.len())
+        // The writer stopped: its result says why.
+        Err(self
+            .0
+            .join()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the blob writer thread stopped")))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -122,25 +151,15 @@ impl Write for BackgroundBlobWriter {
     }
 }
 
-impl Drop for BackgroundBlobWriter {
-    fn drop(&mut self) {
-        self.sender = None;
-        if let Some(thread) = self.thread.take() {
-            // An abandoned layer: the blob writer's temp file is removed when it drops.
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Reads the layer's tar bytes as they are written, on its own thread, into the entry list
 /// the advisor's build report needs, so the report never reads the new layer back.
 struct EntriesTap {
-    buffer: Vec<u8>,
-    sender: Option<SyncSender<Vec<u8>>>,
-    thread: Option<JoinHandle<io::Result<stowage_advisor::LayerEntries>>>,
+    pipe: ThreadPipe<stowage_advisor::LayerEntries>,
+    /// False once the reader gave up (a tar it could not parse): no entries this time.
+    open: bool,
 }
 
-/// The reading end of an [`EntriesTap`].
+/// The pieces of a [`ThreadPipe`] as one stream.
 struct ChannelReader {
     receiver: mpsc::Receiver<Vec<u8>>,
     current: Vec<u8>,
@@ -168,52 +187,25 @@ impl io::Read for ChannelReader {
 
 impl EntriesTap {
     fn new() -> Self {
-        let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
-        let thread = std::thread::spawn(move || {
-            stowage_advisor::read_layer_entries(ChannelReader {
-                receiver,
-                current: Vec::new(),
-                position: 0,
-            })
-        });
         Self {
-            buffer: Vec::with_capacity(BACKGROUND_BUFFER),
-            sender: Some(sender),
-            thread: Some(thread),
+            pipe: ThreadPipe::spawn(|receiver| {
+                stowage_advisor::read_layer_entries(ChannelReader {
+                    receiver,
+                    current: Vec::new(),
+                    position: 0,
+                })
+            }),
+            open: true,
         }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if self.sender.is_none() {
-            return;
-        }
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= BACKGROUND_BUFFER {
-            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(BACKGROUND_BUFFER));
-            let delivered = self.sender.as_ref().is_some_and(|s| s.send(full).is_ok());
-            if !delivered {
-                // The reader gave up (a tar it could not parse): no entries this time.
-                self.sender = None;
-            }
-        }
+        self.open = self.open && self.pipe.push(bytes);
     }
 
     /// The entries, if the tap read the whole layer.
-    fn finish(mut self) -> Option<stowage_advisor::LayerEntries> {
-        let rest = std::mem::take(&mut self.buffer);
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(rest);
-        }
-        self.thread.take()?.join().ok()?.ok()
-    }
-}
-
-impl Drop for EntriesTap {
-    fn drop(&mut self) {
-        self.sender = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    fn finish(self) -> Option<stowage_advisor::LayerEntries> {
+        self.pipe.finish().ok()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod cli;
 pub mod docker;
 pub mod registry;
 pub mod seed;
