@@ -1,63 +1,63 @@
-//! Reading a context subtree's directory listings, with every child stat-ed, on several
-//! threads at once. A no-op rebuild of a big context is mostly `statx` calls; the walk that
-//! reports entries in sorted order then takes each listing from here instead of making the
-//! calls itself, one directory after the other.
+//! Reading a context subtree's directory listings on several threads at once. A no-op
+//! rebuild of a big context is mostly `statx` calls, then per-entry work (names, ignore
+//! rules, symlink targets); the walk that reports entries in sorted order takes each
+//! listing, ready, from here instead of doing that work one directory after the other.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{self, Metadata};
-use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// A directory's children with their (not followed) metadata, unsorted.
-pub(crate) type Listing = Vec<(OsString, Metadata)>;
+use crate::{ContextError, Entry};
+
+/// One child of a directory, with what the walk needs to know about it.
+#[derive(Debug)]
+pub(crate) struct Child {
+    /// The child's entry (its `rel` is the parent's plus its name).
+    pub entry: Entry,
+    /// Whether the ignore rules exclude it.
+    pub excluded: bool,
+}
+
+/// A directory's children, sorted by name bytes.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    /// The children.
+    pub children: Vec<Child>,
+    /// The digest of the metadata of the children a walk reports (neither excluded nor
+    /// special), in order: a selection fingerprint chains these instead of hashing every
+    /// entry on the walking thread.
+    pub visible_digest: stowage_digest::Digest,
+}
 
 /// What reading one directory gave.
-pub(crate) type ListingResult = Result<Listing, (PathBuf, io::Error)>;
+pub(crate) type ListingResult = Result<Listing, ContextError>;
 
-/// Reads `dir` and stats each child relative to it. Children deleted in between are left out.
-pub(crate) fn read_listing(dir: &Path) -> ListingResult {
-    let read = fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
-    let mut children = Vec::new();
-    for item in read {
-        let item = item.map_err(|e| (dir.to_path_buf(), e))?;
-        match item.metadata() {
-            Ok(meta) => children.push((item.file_name(), meta)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err((item.path(), e)),
-        }
-    }
-    Ok(children)
+/// Reads one directory of the context into a [`Listing`], and says where a walk goes on.
+pub(crate) trait ListingReader: Sync {
+    /// Reads the context-relative directory `dir`.
+    fn read_listing(&self, dir: &str) -> ListingResult;
+    /// Whether a walk goes below `child`.
+    fn descends_into(&self, child: &Child) -> bool;
 }
 
 /// Reads the listings of `top` (context-relative, a directory) and of every directory below
-/// it that `descend` accepts, on `threads` threads. The tree is cut into subtrees (breadth
-/// first from `top` until there are a few per thread); each thread takes whole subtrees from
-/// a shared list and walks them depth first on its own, so threads rarely meet. The map holds
-/// one result per directory read, keyed by its context-relative path.
+/// it that the walk would enter, on `threads` threads. The tree is cut into subtrees
+/// (breadth first from `top` until there are a few per thread); each thread takes whole
+/// subtrees from a shared list and walks them depth first on its own, so threads rarely
+/// meet. The map holds one result per directory read, keyed by its context-relative path.
 pub(crate) fn prefetch_listings(
-    root: &Path,
+    reader: &dyn ListingReader,
     top: &str,
     threads: usize,
-    descend: &(dyn Fn(&str) -> bool + Sync),
 ) -> HashMap<String, ListingResult> {
-    let path_of = |rel: &str| {
-        if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        }
-    };
-    let subdirs_of = |dir: &str, listing: &ListingResult| -> Vec<String> {
-        let Ok(children) = listing else {
+    let subdirs_of = |listing: &ListingResult| -> Vec<String> {
+        let Ok(listing) = listing else {
             return Vec::new();
         };
-        children
+        listing
+            .children
             .iter()
-            .filter(|(_, meta)| meta.is_dir())
-            .map(|(name, _)| crate::join_rel(dir, &name.to_string_lossy()))
-            .filter(|child| descend(child))
+            .filter(|child| reader.descends_into(child))
+            .map(|child| child.entry.rel.clone())
             .collect()
     };
     let mut results = HashMap::new();
@@ -70,8 +70,8 @@ pub(crate) fn prefetch_listings(
         }
         let mut next = Vec::new();
         for dir in frontier {
-            let listing = read_listing(&path_of(&dir));
-            next.extend(subdirs_of(&dir, &listing));
+            let listing = reader.read_listing(&dir);
+            next.extend(subdirs_of(&listing));
             results.insert(dir, listing);
         }
         frontier = next;
@@ -86,8 +86,8 @@ pub(crate) fn prefetch_listings(
             };
             let mut stack = vec![subtree];
             while let Some(dir) = stack.pop() {
-                let listing = read_listing(&path_of(&dir));
-                stack.extend(subdirs_of(&dir, &listing));
+                let listing = reader.read_listing(&dir);
+                stack.extend(subdirs_of(&listing));
                 local.insert(dir, listing);
             }
         }

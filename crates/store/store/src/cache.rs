@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS build_cache (
     last_used_unix    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS build_cache_by_blob ON build_cache(blob_digest);
+-- A step's inputs JSON (a COPY's lists every file) lives apart from build_cache, whose
+-- rows a lookup reads whole: SQLite would follow a long value's overflow pages to reach
+-- the columns after it. build_cache.inputs stays '' (stores made before this kept it there).
+CREATE TABLE IF NOT EXISTS build_cache_inputs (
+    key    TEXT PRIMARY KEY,
+    inputs TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS build_positions (
     position     TEXT PRIMARY KEY,
     key          TEXT NOT NULL,
@@ -71,6 +78,20 @@ pub struct CacheRecord {
     /// What went into the key, as JSON, for explaining misses.
     pub inputs: String,
     /// When the record was last used (unix seconds).
+    pub last_used_unix: i64,
+}
+
+/// A cached step result as a lookup sees it: everything but the (possibly large) inputs,
+/// which only a miss explanation reads ([`Store::cache_inputs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheHit {
+    /// The step's cache key.
+    pub key: Digest,
+    /// `run`, `copy`, `add`, ...
+    pub kind: String,
+    /// The layer the step produced, if it produced one.
+    pub layer: Option<LayerInfo>,
+    /// When the record was last used (unix seconds), this lookup included.
     pub last_used_unix: i64,
 }
 
@@ -135,13 +156,13 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest> {
 
 impl Store {
     /// The cached result of `key`, if any. Marks it used.
-    pub fn cache_get(&self, key: &Digest) -> Result<Option<CacheRecord>> {
+    pub fn cache_get(&self, key: &Digest) -> Result<Option<CacheHit>> {
         let conn = self.conn();
         let db_err = self.db_err();
         let row = conn
             .query_row(
                 "SELECT kind, blob_digest, diff_id, media_type, compressed_size, uncompressed_size,
-                        inputs, last_used_unix
+                        last_used_unix
                  FROM build_cache WHERE key = ?1",
                 [key.to_string()],
                 |row| {
@@ -152,15 +173,13 @@ impl Store {
                         row.get::<_, Option<String>>(3)?,
                         row.get::<_, Option<i64>>(4)?,
                         row.get::<_, Option<i64>>(5)?,
-                        row.get::<_, String>(6)?,
-                        row.get::<_, i64>(7)?,
+                        row.get::<_, i64>(6)?,
                     ))
                 },
             )
             .optional()
             .map_err(&db_err)?;
-        let Some((kind, blob, diff_id, media_type, compressed, uncompressed, inputs, used)) = row
-        else {
+        let Some((kind, blob, diff_id, media_type, compressed, uncompressed, used)) = row else {
             return Ok(None);
         };
         let layer = match (blob, diff_id, media_type) {
@@ -183,11 +202,10 @@ impl Store {
             )
             .map_err(&db_err)?;
         }
-        Ok(Some(CacheRecord {
+        Ok(Some(CacheHit {
             key: *key,
             kind,
             layer,
-            inputs,
             last_used_unix: now.max(used),
         }))
     }
@@ -238,9 +256,14 @@ impl Store {
                 layer.map(|l| l.media_type.clone()),
                 layer.map(|l| to_sql(l.compressed_size)),
                 layer.and_then(|l| l.uncompressed_size.map(to_sql)),
-                record.inputs,
+                "",
                 now,
             ],
+        )
+        .map_err(&db_err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO build_cache_inputs (key, inputs) VALUES (?1, ?2)",
+            params![record.key.to_string(), record.inputs],
         )
         .map_err(&db_err)?;
         tx.commit().map_err(&db_err)?;
@@ -249,22 +272,43 @@ impl Store {
 
     /// Forgets one cache record (its layer turned out to be unusable).
     pub fn cache_forget(&self, key: &Digest) -> Result<()> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM build_cache WHERE key = ?1", [key.to_string()])
-            .map_err(self.db_err())?;
+        let mut conn = self.conn();
+        let db_err = self.db_err();
+        let tx = conn.transaction().map_err(&db_err)?;
+        for table in ["build_cache", "build_cache_inputs"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE key = ?1"),
+                [key.to_string()],
+            )
+            .map_err(&db_err)?;
+        }
+        tx.commit().map_err(&db_err)?;
         Ok(())
     }
 
     /// The inputs JSON of a key, without marking it used.
     pub fn cache_inputs(&self, key: &Digest) -> Result<Option<String>> {
         let conn = self.conn();
+        let db_err = self.db_err();
+        let inputs = conn
+            .query_row(
+                "SELECT inputs FROM build_cache_inputs WHERE key = ?1",
+                [key.to_string()],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(&db_err)?;
+        if inputs.is_some() {
+            return Ok(inputs);
+        }
+        // A record from a store made before build_cache_inputs existed.
         conn.query_row(
-            "SELECT inputs FROM build_cache WHERE key = ?1",
+            "SELECT inputs FROM build_cache WHERE key = ?1 AND inputs != ''",
             [key.to_string()],
             |row| row.get::<_, String>(0),
         )
         .optional()
-        .map_err(self.db_err())
+        .map_err(&db_err)
     }
 
     /// The key last built at a step position (an opaque string the builder forms
@@ -380,6 +424,8 @@ impl Store {
                 continue;
             }
             tx.execute("DELETE FROM build_cache WHERE key = ?1", [&key])
+                .map_err(&db_err)?;
+            tx.execute("DELETE FROM build_cache_inputs WHERE key = ?1", [&key])
                 .map_err(&db_err)?;
             report.records_removed += 1;
             if let Some(blob) = blob
@@ -620,7 +666,7 @@ mod tests {
         store.cache_put(&record).unwrap();
         let got = store.cache_get(&key).unwrap().unwrap();
         assert_eq!(got.layer, Some(layer.clone()));
-        assert_eq!(got.inputs, "{}");
+        assert_eq!(store.cache_inputs(&key).unwrap().as_deref(), Some("{}"));
         // An ordinary prune keeps what the cache holds.
         store.prune().unwrap();
         assert!(store.has_blob(&layer.blob_digest));

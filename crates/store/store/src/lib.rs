@@ -40,7 +40,7 @@ use rusqlite::Connection;
 use stowage_digest::Digest;
 
 pub use blob::{BlobInfo, BlobWriter, VerifiedBlobReader};
-pub use cache::{CachePruneReport, CacheRecord, StatRecord};
+pub use cache::{CacheHit, CachePruneReport, CacheRecord, StatRecord};
 pub use deflate_memo::{DeflateChunkIndex, DeflateChunkRecord};
 pub use error::{Result, StoreError};
 pub use gc::{DiskUsage, ImageUsage, PruneReport, SizeBreakdown, VerifyReport};

@@ -447,8 +447,13 @@ pub fn docker_fs_listing(image: &str) -> BTreeMap<String, FsEntry> {
     let mut child = export
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let listing = fs_listing_from_tar(stdout);
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let listing = fs_listing_from_tar(&mut stdout);
+    // The tar reader stops at the end-of-archive block; docker may still be
+    // writing the record padding after it. Drain it, or docker dies of SIGPIPE.
+    std::io::copy(&mut stdout, &mut std::io::sink())
+        .unwrap_or_else(|e| panic!("`{what}`: reading the rest of the export: {e}"));
+    drop(stdout);
     let out = child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("`{what}`: {e}"));
