@@ -67,6 +67,16 @@ pub enum AdvisorError {
         #[source]
         source: io::Error,
     },
+    /// The thread reading the layers stopped early (it panicked).
+    #[error("image {reference:?}: only {read} of its {total} layers could be read")]
+    ScanIncomplete {
+        /// As given.
+        reference: String,
+        /// Layers read.
+        read: usize,
+        /// Layers the image has.
+        total: usize,
+    },
 }
 
 /// The layer descriptions of an image: digests, sizes and the `created_by`
@@ -132,44 +142,166 @@ pub fn scan_details_with(
     reference: &str,
     check: BlobCheck,
 ) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
-    let sources = layer_sources(details);
-    let mut scanner = Scanner::new();
-    for (index, layer) in details.layers.iter().enumerate() {
-        // After a build the store is trusted: a layer scanned before (keyed by its
-        // diff_id, i.e. its content) is not read again. `analyze` always reads and checks.
-        if check == BlobCheck::Trust
-            && let Some(entries) = cached_layer_entries(store, &layer.diff_id)
-        {
-            scanner.add_entries(&entries);
-            continue;
+    scan_details_continuing(store, details, reference, check, None)
+}
+
+/// A scan of an image's first layers made ahead of time (`stowage build` scans the layers
+/// below the target stage's first step that runs while that step and the rest of the
+/// build run): a scan of an image that starts with the same layers continues from it.
+#[derive(Debug)]
+pub struct PrefixScan {
+    diff_ids: Vec<stowage_digest::Digest>,
+    scanner: Scanner,
+}
+
+impl PrefixScan {
+    /// Scans `layers` (an image's first layers, in order), trusting the store. `None` when
+    /// `cancel` was set before the scan finished, or a layer could not be read (the full
+    /// scan later reports that).
+    pub fn scan(
+        store: &Store,
+        layers: &[stowage_image::LayerInfo],
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Option<Self> {
+        let mut scanner = Scanner::new();
+        for (index, layer) in layers.iter().enumerate() {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let entries = layer_entries(store, layer, index, "", BlobCheck::Trust).ok()?;
+            scanner.add_entries(entries);
         }
-        let digest = layer.blob_digest.to_string();
-        let opened: Result<Box<dyn io::Read + Send>, StoreError> = match check {
-            BlobCheck::Verify => store
-                .open_blob_verified(&layer.blob_digest)
-                .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
-            BlobCheck::Trust => store
-                .open_blob(&layer.blob_digest)
-                .map(|f| Box::new(f) as Box<dyn io::Read + Send>),
-        };
-        let blob = opened.map_err(|source| AdvisorError::LayerMissing {
-            reference: reference.to_owned(),
-            index,
-            digest: digest.clone(),
-            source: Box::new(source),
-        })?;
-        let corrupt = |source: io::Error| AdvisorError::LayerCorrupt {
-            reference: reference.to_owned(),
-            index,
-            digest: digest.clone(),
-            source,
-        };
-        let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(corrupt)?;
-        let entries = read_layer_entries(reader).map_err(corrupt)?;
-        remember_layer_entries(store, &layer.diff_id, &entries);
-        scanner.add_entries(&entries);
+        Some(Self {
+            diff_ids: layers.iter().map(|layer| layer.diff_id).collect(),
+            scanner,
+        })
     }
-    Ok((sources, scanner.finish()))
+
+    /// How many layers it covers.
+    pub fn len(&self) -> usize {
+        self.diff_ids.len()
+    }
+
+    /// Whether it covers no layer.
+    pub fn is_empty(&self) -> bool {
+        self.diff_ids.is_empty()
+    }
+}
+
+/// [`scan_details_with`], continuing from `prefix` when the image starts with its layers
+/// (and the store is trusted, as `prefix` was made trusting it).
+pub fn scan_details_continuing(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+    check: BlobCheck,
+    prefix: Option<PrefixScan>,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    let sources = layer_sources(details);
+    let layers = &details.layers;
+    let (merged, scanner) = match prefix {
+        Some(prefix)
+            if check == BlobCheck::Trust
+                && prefix.diff_ids.len() <= layers.len()
+                && layers
+                    .iter()
+                    .zip(&prefix.diff_ids)
+                    .all(|(layer, diff_id)| layer.diff_id == *diff_id) =>
+        {
+            (prefix.diff_ids.len(), prefix.scanner)
+        }
+        _ => (0, Scanner::new()),
+    };
+    let scanner = merge_layers(
+        store,
+        details,
+        reference,
+        check,
+        scanner,
+        merged..layers.len(),
+    )?;
+    let scan = scanner.finish();
+    if scan.layers.len() != layers.len() {
+        return Err(AdvisorError::ScanIncomplete {
+            reference: reference.to_owned(),
+            read: scan.layers.len(),
+            total: layers.len(),
+        });
+    }
+    Ok((sources, scan))
+}
+
+/// Merges the image's layers in `range` into `scanner` (which holds the layers below
+/// them). One thread reads (or decodes the kept) entries of the next layer while this one
+/// merges the layer before it: the halves cost about the same.
+fn merge_layers(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+    check: BlobCheck,
+    mut scanner: Scanner,
+    range: std::ops::Range<usize>,
+) -> Result<Scanner, AdvisorError> {
+    let layers = &details.layers;
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for (index, layer) in layers.iter().enumerate().take(range.end).skip(range.start) {
+                let entries = layer_entries(store, layer, index, reference, check);
+                let failed = entries.is_err();
+                if sender.send(entries).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for entries in receiver {
+            scanner.add_entries(entries?);
+        }
+        Ok(scanner)
+    })
+}
+
+/// One layer's entries: kept from an earlier scan (when the store is trusted), or read
+/// from its blob (and kept for the next scan).
+fn layer_entries(
+    store: &Store,
+    layer: &stowage_image::LayerInfo,
+    index: usize,
+    reference: &str,
+    check: BlobCheck,
+) -> Result<LayerEntries, AdvisorError> {
+    // After a build the store is trusted: a layer scanned before (keyed by its
+    // diff_id, i.e. its content) is not read again. `analyze` always reads and checks.
+    if check == BlobCheck::Trust
+        && let Some(entries) = cached_layer_entries(store, &layer.diff_id)
+    {
+        return Ok(entries);
+    }
+    let digest = layer.blob_digest.to_string();
+    let opened: Result<Box<dyn io::Read + Send>, StoreError> = match check {
+        BlobCheck::Verify => store
+            .open_blob_verified(&layer.blob_digest)
+            .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
+        BlobCheck::Trust => store
+            .open_blob(&layer.blob_digest)
+            .map(|f| Box::new(f) as Box<dyn io::Read + Send>),
+    };
+    let blob = opened.map_err(|source| AdvisorError::LayerMissing {
+        reference: reference.to_owned(),
+        index,
+        digest: digest.clone(),
+        source: Box::new(source),
+    })?;
+    let corrupt = |source: io::Error| AdvisorError::LayerCorrupt {
+        reference: reference.to_owned(),
+        index,
+        digest: digest.clone(),
+        source,
+    };
+    let (_, reader) = stowage_archive::decompressing_reader(blob).map_err(corrupt)?;
+    let entries = read_layer_entries(reader).map_err(corrupt)?;
+    remember_layer_entries(store, &layer.diff_id, &entries);
+    Ok(entries)
 }
 
 /// The annotation kind (and format version) of cached [`LayerEntries`].

@@ -235,10 +235,10 @@ pub fn read_layer_entries(reader: impl Read) -> io::Result<LayerEntries> {
 /// Walks layers in order and keeps the merged view.
 #[derive(Debug, Default)]
 pub struct Scanner {
-    files: BTreeMap<String, FileVersion>,
-    layers: Vec<LayerScan>,
-    hidden: Vec<HiddenVersion>,
-    rewrites: Vec<MetadataRewrite>,
+    pub(crate) files: BTreeMap<String, FileVersion>,
+    pub(crate) layers: Vec<LayerScan>,
+    pub(crate) hidden: Vec<HiddenVersion>,
+    pub(crate) rewrites: Vec<MetadataRewrite>,
 }
 
 /// The result of scanning every layer.
@@ -317,19 +317,19 @@ impl Scanner {
     /// (so a verifying reader below gets to check the digest).
     pub fn add_layer(&mut self, reader: impl Read) -> io::Result<()> {
         let entries = read_layer_entries(reader)?;
-        self.add_entries(&entries);
+        self.add_entries(entries);
         Ok(())
     }
 
     /// Applies one layer's entries on top of the layers added so far.
-    pub fn add_entries(&mut self, entries: &LayerEntries) {
+    pub fn add_entries(&mut self, entries: LayerEntries) {
         let index = self.layers.len();
         let mut layer = LayerScan {
             tar_bytes: entries.tar_bytes,
             entries: entries.entries,
             ..LayerScan::default()
         };
-        for item in &entries.items {
+        for item in entries.items {
             match item {
                 LayerItem::Opaque { parent } => {
                     let prefix = format!("{parent}/");
@@ -344,7 +344,7 @@ impl Scanner {
                         self.remove(&victim, index, &mut layer);
                     }
                 }
-                LayerItem::Whiteout { victim } => self.remove_tree(victim, index, &mut layer),
+                LayerItem::Whiteout { victim } => self.remove_tree(&victim, index, &mut layer),
                 LayerItem::Entry {
                     path,
                     kind,
@@ -357,27 +357,27 @@ impl Scanner {
                 } => {
                     // A hard link shares its target's bytes; it inherits the
                     // target's hash so a relinked file is still recognised.
-                    let sha256 = if *kind == EntryKind::HardLink {
+                    let sha256 = if kind == EntryKind::HardLink {
                         link_target
                             .as_deref()
                             .and_then(normalize_path)
                             .and_then(|t| self.files.get(&t))
                             .and_then(|v| v.sha256.clone())
                     } else {
-                        sha256.clone()
+                        sha256
                     };
                     layer.content_bytes += size;
                     let version = FileVersion {
                         layer: index,
-                        kind: *kind,
-                        size: *size,
-                        mode: *mode,
-                        uid: *uid,
-                        gid: *gid,
+                        kind,
+                        size,
+                        mode,
+                        uid,
+                        gid,
                         sha256,
-                        link_target: link_target.clone(),
+                        link_target,
                     };
-                    self.write(path.clone(), version, index, &mut layer);
+                    self.write(path, version, index, &mut layer);
                 }
             }
         }
@@ -386,74 +386,79 @@ impl Scanner {
 
     /// A version of `path` written by layer `index`.
     fn write(&mut self, path: String, version: FileVersion, index: usize, layer: &mut LayerScan) {
+        use std::collections::btree_map::Entry as Slot;
         let is_dir = version.kind == EntryKind::Dir;
-        match self.files.get(&path) {
-            Some(old) if old.kind == EntryKind::Dir && is_dir => {
-                // A directory's metadata changed (or was repeated): nothing hidden.
-            }
-            Some(old) => {
-                let old = old.clone();
-                if old.kind == EntryKind::Dir {
-                    // A non-directory replaces a directory: its whole subtree goes.
-                    let prefix = format!("{path}/");
-                    let below: Vec<String> = self
-                        .files
-                        .range(prefix.clone()..)
-                        .take_while(|(p, _)| p.starts_with(&prefix))
-                        .map(|(p, _)| p.clone())
-                        .collect();
-                    for victim in below {
-                        self.remove(&victim, index, layer);
-                    }
-                }
-                if !is_dir {
-                    if old.kind == EntryKind::Dir {
-                        layer.files_added += 1;
-                    } else {
-                        layer.files_changed += 1;
-                    }
-                }
-                if old.kind != EntryKind::Dir {
-                    if old.kind == EntryKind::File
-                        && version.kind == EntryKind::File
-                        && old.sha256 == version.sha256
-                        && old.size == version.size
-                    {
-                        let mut changed = Vec::new();
-                        if old.mode != version.mode {
-                            changed.push(format!("mode {:o}->{:o}", old.mode, version.mode));
-                        }
-                        if old.uid != version.uid {
-                            changed.push(format!("uid {}->{}", old.uid, version.uid));
-                        }
-                        if old.gid != version.gid {
-                            changed.push(format!("gid {}->{}", old.gid, version.gid));
-                        }
-                        if !changed.is_empty() {
-                            self.rewrites.push(MetadataRewrite {
-                                path: path.clone(),
-                                size: version.size,
-                                original_layer: old.layer,
-                                rewritten_in: index,
-                                changed,
-                            });
-                        }
-                    }
-                    self.hidden.push(HiddenVersion {
-                        path: path.clone(),
-                        size: old.size,
-                        added_in: old.layer,
-                        hidden_in: index,
-                        how: HiddenBy::Overwritten,
-                    });
-                }
-            }
-            None => {
+        let mut slot = match self.files.entry(path) {
+            Slot::Vacant(slot) => {
                 if !is_dir {
                     layer.files_added += 1;
                 }
+                slot.insert(version);
+                return;
             }
+            Slot::Occupied(slot) => slot,
+        };
+        let old_kind = slot.get().kind;
+        if old_kind == EntryKind::Dir && is_dir {
+            // A directory's metadata changed (or was repeated): nothing hidden.
+            slot.insert(version);
+            return;
         }
+        if old_kind != EntryKind::Dir {
+            // A file (or link) replaced in place.
+            let path = slot.key().clone();
+            let old = std::mem::replace(slot.get_mut(), version);
+            let new = slot.get();
+            if !is_dir {
+                layer.files_changed += 1;
+            }
+            if old.kind == EntryKind::File
+                && new.kind == EntryKind::File
+                && old.sha256 == new.sha256
+                && old.size == new.size
+            {
+                let mut changed = Vec::new();
+                if old.mode != new.mode {
+                    changed.push(format!("mode {:o}->{:o}", old.mode, new.mode));
+                }
+                if old.uid != new.uid {
+                    changed.push(format!("uid {}->{}", old.uid, new.uid));
+                }
+                if old.gid != new.gid {
+                    changed.push(format!("gid {}->{}", old.gid, new.gid));
+                }
+                if !changed.is_empty() {
+                    self.rewrites.push(MetadataRewrite {
+                        path: path.clone(),
+                        size: new.size,
+                        original_layer: old.layer,
+                        rewritten_in: index,
+                        changed,
+                    });
+                }
+            }
+            self.hidden.push(HiddenVersion {
+                path,
+                size: old.size,
+                added_in: old.layer,
+                hidden_in: index,
+                how: HiddenBy::Overwritten,
+            });
+            return;
+        }
+        // A non-directory replaces a directory: its whole subtree goes.
+        let (path, _) = slot.remove_entry();
+        let prefix = format!("{path}/");
+        let below: Vec<String> = self
+            .files
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for victim in below {
+            self.remove(&victim, index, layer);
+        }
+        layer.files_added += 1;
         self.files.insert(path, version);
     }
 

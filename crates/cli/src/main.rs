@@ -61,6 +61,12 @@ enum Command {
     Advisor(commands::advisor::AdvisorCommand),
 }
 
+/// mimalloc: builds and their reports allocate and free many small records (context
+/// listings, layer entries, paths, digests); it does that with a fraction of the system
+/// allocator's CPU time and page faults (measured on the seed's Step 4 rebuild).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let globals = cli.globals;

@@ -34,6 +34,22 @@ pub fn print_error(error: &anyhow::Error) {
     }
 }
 
+/// Writes one line to stderr in a single write. (`eprintln!` writes each piece of its
+/// format on its own, and stderr is unbuffered: a build summary took a hundred calls.)
+pub fn stderr_line(line: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let text = format!("{line}\n");
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `eprintln!` in one write: see [`stderr_line`].
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::stderr_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use errln;
+
 /// Prints a warning to stderr.
 pub fn print_warning(file: &str, line: usize, message: &str) {
     eprintln!("warning: {message}\n  --> {file}:{line}");

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -18,7 +19,7 @@ use stowage_solver::{
 };
 
 use crate::Globals;
-use crate::output::{Rendered, human_size};
+use crate::output::{Rendered, errln, human_size};
 
 /// How progress is shown.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +285,17 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         ProgressMode::Auto => ProgressMode::Plain,
         other => other,
     };
-    let printer = Printer::new(mode, args.quiet, args.explain);
+    let wants_report = !args.no_report && !args.dry_run && (!args.quiet || args.report.is_some());
+    // The report analyses the image's layers. Those below the target stage's first step
+    // that runs are known when it starts: a second thread (at the lowest priority, with its
+    // own database connection) scans them while that step and the rest of the build run.
+    let (target_layers, early_layers) = std::sync::mpsc::sync_channel(1);
+    let printer = Printer::new(
+        mode,
+        args.quiet,
+        args.explain,
+        wants_report.then_some(target_layers),
+    );
     let remote_cache = crate::commands::build_cache::RegistryCache::new(globals);
     let images = RegistryImages {
         globals,
@@ -296,7 +307,26 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         },
     };
     let started = Instant::now();
-    let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
+    let cancel_early_scan = AtomicBool::new(false);
+    let (result, mut early_scan) = std::thread::scope(|scope| {
+        let (store, cancel) = (&store, &cancel_early_scan);
+        let early_scan = scope.spawn(move || {
+            let layers: Vec<stowage_image::LayerInfo> = early_layers.recv().ok()?;
+            if layers.is_empty() {
+                return None;
+            }
+            // Speculative: it must never slow the build (failing to lower it only costs that).
+            let _ = stowage_exec::deprioritize_this_thread();
+            let reader = store.another_handle().ok()?;
+            stowage_advisor::PrefixScan::scan(&reader, &layers, cancel)
+        });
+        let result = stowage_solver::build(store, &request, &images as &dyn ImageSource, &printer);
+        printer.close_target_layers();
+        if result.is_err() {
+            cancel_early_scan.store(true, Ordering::Relaxed);
+        }
+        (result, early_scan.join().ok().flatten())
+    });
     printer.finish_live();
     let result = match result {
         Ok(result) => result,
@@ -310,7 +340,6 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     // The report's lint: given the big files of the context when the build walked all of
     // it, its context rules need no walk of their own.
-    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
     let report_lint = || {
         let mut options = lint_options.clone();
         options.context_large_files = result.context_large_files.clone();
@@ -327,7 +356,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             .or_else(|| context_summary(&context_dir, dockerfile.path.as_deref()))
     };
     if let Some((files, bytes)) = summary {
-        eprintln!(
+        errln!(
             "build context: {files} files, {} ({} files, {} used by COPY/ADD)",
             human_size(bytes),
             result.context_used.0,
@@ -340,7 +369,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|s| s.outcome == StepOutcome::WouldRun)
             .count();
-        eprintln!("dry run: {would_run} step(s) would run; nothing was built");
+        errln!("dry run: {would_run} step(s) would run; nothing was built");
         return Ok(ExitCode::SUCCESS);
     }
     let id = result
@@ -353,7 +382,13 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     if args.quiet {
         if let Some(path) = &args.report {
             let lint = report_lint();
-            let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+            let report = crate::commands::report::measure(
+                &store,
+                &result,
+                lint.as_ref(),
+                elapsed,
+                early_scan.take(),
+            )?;
             crate::commands::report::save(&report, path)?;
         }
         println!("{id}");
@@ -375,7 +410,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         .map(|l| l.uncompressed_size.unwrap_or(l.compressed_size))
         .sum();
     let compressed: u64 = result.layers.iter().map(|l| l.compressed_size).sum();
-    eprintln!(
+    errln!(
         "built in {:.2}s: {} layers, {} ({} compressed); {built} step(s) ran, {cached} cached",
         elapsed.as_secs_f64(),
         result.layers.len(),
@@ -384,7 +419,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     );
     for step in &result.steps {
         if let Some(layer) = &step.layer {
-            eprintln!(
+            errln!(
                 "  layer {:>10} ({:>10} compressed)  {}",
                 layer
                     .uncompressed_size
@@ -396,20 +431,26 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     for spec in &cache_to {
         match crate::commands::build_cache::export(&store, globals, spec, &result.cache_export) {
-            Ok(Some(pushed)) => eprintln!(
+            Ok(Some(pushed)) => errln!(
                 "exported {} cache entries to {}@{}",
                 pushed.entries,
                 pushed.reference.familiar(),
                 pushed.manifest_digest
             ),
             Ok(None) => {}
-            Err(error) if spec.ignores_errors() => eprintln!("warning: {error:#}"),
+            Err(error) if spec.ignores_errors() => errln!("warning: {error:#}"),
             Err(error) => return Err(error),
         }
     }
     if wants_report {
         let lint = report_lint();
-        let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+        let report = crate::commands::report::measure(
+            &store,
+            &result,
+            lint.as_ref(),
+            elapsed,
+            early_scan.take(),
+        )?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {
             crate::commands::report::save(&report, path)?;
@@ -426,7 +467,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
                 &stowage_distribution::PushOptions::default(),
             )
             .with_context(|| format!("pushing {}", tag.familiar()))?;
-            eprintln!("pushed {}@{}", tag.familiar(), pushed.manifest_digest);
+            errln!("pushed {}@{}", tag.familiar(), pushed.manifest_digest);
         }
     }
     let names: Vec<String> = result.tags.iter().map(|t| t.familiar()).collect();
@@ -550,6 +591,9 @@ struct Printer {
     quiet: bool,
     explain: bool,
     live: Mutex<Live>,
+    /// Where the target stage's layers go when its first step runs (for the report's
+    /// early scan); taken on first use, or dropped when the build ends.
+    target_layers: Mutex<Option<std::sync::mpsc::SyncSender<Vec<stowage_image::LayerInfo>>>>,
 }
 
 #[derive(Default)]
@@ -578,13 +622,27 @@ fn describe_reasons(reasons: &[MissReason]) -> String {
 }
 
 impl Printer {
-    fn new(mode: ProgressMode, quiet: bool, explain: bool) -> Self {
+    fn new(
+        mode: ProgressMode,
+        quiet: bool,
+        explain: bool,
+        target_layers: Option<std::sync::mpsc::SyncSender<Vec<stowage_image::LayerInfo>>>,
+    ) -> Self {
         Self {
             mode,
             quiet,
             explain,
             live: Mutex::new(Live::default()),
+            target_layers: Mutex::new(target_layers),
         }
+    }
+
+    /// Ends the offer of target layers: an early scan still waiting for them gives up.
+    fn close_target_layers(&self) {
+        self.target_layers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -618,10 +676,22 @@ impl Printer {
 
 impl Progress for Printer {
     fn event(&self, event: Event<'_>) {
+        if let Event::TargetLayersBeforeMiss { layers } = event {
+            let sender = self
+                .target_layers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(sender) = sender {
+                let _ = sender.try_send(layers.to_vec());
+            }
+            return;
+        }
         if self.quiet {
             return;
         }
-        let mut err = std::io::stderr().lock();
+        // One write per line, not per piece of each line's format.
+        let mut err = std::io::LineWriter::new(std::io::stderr().lock());
         match event {
             Event::Context { files, bytes } => {
                 let _ = writeln!(err, "build context: {files} files, {}", human_size(bytes));
@@ -629,6 +699,8 @@ impl Progress for Printer {
             Event::Warning(text) => {
                 let _ = writeln!(err, "warning: {text}");
             }
+            // Handled above, shown nowhere.
+            Event::TargetLayersBeforeMiss { .. } => {}
             Event::StepStarted { id, text } => {
                 let mut live = self.live();
                 live.window.clear();

@@ -67,12 +67,14 @@ fn outcome_name(outcome: &StepOutcome) -> &'static str {
     }
 }
 
-/// Analyses the image the build made and measures the report's findings.
+/// Analyses the image the build made and measures the report's findings. `prefix` is a
+/// scan of the image's first layers made while the build ran, if there is one.
 pub fn measure(
     store: &Store,
     result: &BuildResult,
     lint: Option<&LintReport>,
     elapsed: Duration,
+    prefix: Option<stowage_advisor::PrefixScan>,
 ) -> anyhow::Result<BuildReport> {
     let manifest_digest = result
         .manifest_digest
@@ -91,11 +93,12 @@ pub fn measure(
                 .image_by_manifest(&manifest_digest)
                 .context("loading the built image for the build report")?;
             let name = details.id.to_string();
-            let (sources, scan) = stowage_advisor::scan_details_with(
+            let (sources, scan) = stowage_advisor::scan_details_continuing(
                 store,
                 &details,
                 &name,
                 stowage_advisor::BlobCheck::Trust,
+                prefix,
             )?;
             let analysis = stowage_advisor::analyze_scan(
                 &name,
@@ -108,6 +111,9 @@ pub fn measure(
                 // Only a cache: failing to keep it costs a rescan next time.
                 let _ = store.set_image_annotation(&manifest_digest, &kind, &bytes);
             }
+            // The process ends once the report is printed: freeing the scan's tens of
+            // thousands of small allocations one by one would only delay that.
+            std::mem::forget(scan);
             analysis
         }
     };

@@ -493,6 +493,55 @@ fn build_check_stops_on_errors_and_report_names_measured_costs() {
     );
     let ran = build_ok(root.path(), ctx.path(), dockerfile, tag, &["--no-report"]);
     assert!(!ran.stderr.contains("build report:"), "{}", ran.both());
+
+    // An edit-and-rebuild loop: only the last step runs. The report's scan of the layers
+    // below it is made while that step runs, and continued: it must measure exactly what
+    // a full analysis of the image does, here with a last layer that hides a lower file.
+    let dockerfile = format!("{dockerfile}COPY obj.o /tmp/build/obj.o\n");
+    for round in 0..2u32 {
+        fs::write(ctx.path().join("obj.o"), noise(300_000, 7 + round)).expect("write obj.o");
+        let edit_report = ctx.path().join(format!("edit-report-{round}.json"));
+        build_ok(
+            root.path(),
+            ctx.path(),
+            &dockerfile,
+            tag,
+            &["--report", edit_report.to_str().expect("utf-8 path")],
+        );
+        let report: Value =
+            serde_json::from_slice(&fs::read(&edit_report).expect("report")).expect("json");
+        assert_eq!(report["steps_run"], 1, "{report}");
+        let analysis = analyze_json(root.path(), tag);
+        let totals = &analysis["totals"];
+        assert!(
+            totals["reclaimable_bytes"]
+                .as_u64()
+                .is_some_and(|b| b >= 400_000),
+            "the COPY hides the RUN's object file: {totals}"
+        );
+        assert_eq!(
+            report["efficiency"], totals["efficiency"],
+            "{report}\n{totals}"
+        );
+        assert_eq!(
+            report["size_bytes"], totals["tar_bytes"],
+            "{report}\n{totals}"
+        );
+        // The hidden version was written below the last layer: only a scan that kept the
+        // lower layers' files sees line 4 overwrite it.
+        assert!(
+            report["findings"]
+                .as_array()
+                .expect("findings")
+                .iter()
+                .any(|f| f["line"] == 3
+                    && f["bytes"] == 400_000
+                    && f["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("later step (line 4)"))),
+            "line 3's object file is hidden by line 4 now: {report}"
+        );
+    }
 }
 
 // ------------------------------------------------------ the seed's walkthrough

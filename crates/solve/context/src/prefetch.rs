@@ -76,6 +76,8 @@ pub(crate) fn prefetch_listings(
         }
         frontier = next;
     }
+    // Helper threads only pay off when there is more than one subtree to share.
+    let threads = if frontier.len() > 1 { threads } else { 1 };
     let subtrees = Mutex::new(frontier);
     let walk_subtrees = || {
         let mut local = HashMap::new();

@@ -189,3 +189,97 @@ fn edit_distance_basics() {
     assert_eq!(edit_distance("", "abc"), 3);
     assert_eq!(edit_distance("same", "same"), 0);
 }
+
+/// A tree big enough for the walk to split it between threads.
+fn wide_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for module in 0..6 {
+        for package in 0..4 {
+            let path = dir.path().join(format!("src/m{module}/p{package}"));
+            fs::create_dir_all(&path).unwrap();
+            for file in 0..5 {
+                fs::write(
+                    path.join(format!("f{file}.txt")),
+                    format!("{module}{package}{file}"),
+                )
+                .unwrap();
+                fs::write(path.join(format!("f{file}.png")), "image").unwrap();
+            }
+        }
+    }
+    dir
+}
+
+fn touch_reference(from: &Path, to: &Path) {
+    let status = Command::new("touch")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn selection_fingerprint_sees_every_visible_change_and_no_excluded_one() {
+    let dir = wide_tree();
+    let root = dir.path();
+    let ctx = Context::open(root, Box::new(IgnorePng)).unwrap();
+    let fingerprint = || ctx.selection_fingerprint(&["."]).unwrap();
+    let first = fingerprint();
+    assert_eq!(fingerprint(), first, "nothing changed");
+
+    // An excluded file changes: the selection did not.
+    fs::write(root.join("src/m5/p3/f4.png"), "another image").unwrap();
+    assert_eq!(fingerprint(), first, "only an excluded file changed");
+
+    // Same size and mtime, new content (ctime moves): caught, deep in the tree.
+    let deep = root.join("src/m4/p2/f3.txt");
+    let reference = root.join("reference");
+    fs::copy(&deep, &reference).unwrap();
+    touch_reference(&deep, &reference);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&deep, "xyz").unwrap();
+    touch_reference(&reference, &deep);
+    fs::remove_file(&reference).unwrap();
+    let edited = fingerprint();
+    assert_ne!(edited, first, "a same-size, same-mtime edit");
+
+    // A new file, a removed file, a renamed directory: each is seen.
+    fs::write(root.join("src/m0/p0/new.txt"), "new").unwrap();
+    let added = fingerprint();
+    assert_ne!(added, edited, "an added file");
+    fs::remove_file(root.join("src/m3/p1/f0.txt")).unwrap();
+    let removed = fingerprint();
+    assert_ne!(removed, added, "a removed file");
+    fs::rename(root.join("src/m2"), root.join("src/m2-renamed")).unwrap();
+    assert_ne!(fingerprint(), removed, "a renamed directory");
+
+    // Sources are part of it: a narrower selection differs.
+    assert_ne!(
+        ctx.selection_fingerprint(&["src/m0"]).unwrap(),
+        fingerprint()
+    );
+}
+
+#[test]
+fn a_walk_of_a_wide_tree_is_complete_and_sorted() {
+    let dir = wide_tree();
+    let ctx = Context::open(dir.path(), Box::new(IgnorePng)).unwrap();
+    let mut seen = Vec::new();
+    ctx.walk_from(
+        "",
+        &mut |entry| {
+            seen.push(entry.rel.clone());
+            Ok(())
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // 1 src + 6 modules + 24 packages + 120 .txt files; no .png.
+    assert_eq!(seen.len(), 1 + 6 + 24 + 120);
+    assert!(seen.iter().all(|rel| !rel.ends_with(".png")));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+}

@@ -777,3 +777,65 @@ fn recorded_layer_entries_match_a_scan_of_the_blob() {
         assert!(!scanned.items.is_empty());
     }
 }
+
+/// Records the target-stage layers the build announces before its first miss there.
+#[derive(Default)]
+struct TargetLayers(std::sync::Mutex<Vec<Vec<stowage_image::LayerInfo>>>);
+
+impl crate::progress::Progress for TargetLayers {
+    fn event(&self, event: crate::progress::Event<'_>) {
+        if let crate::progress::Event::TargetLayersBeforeMiss { layers } = event {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(layers.to_vec());
+        }
+    }
+}
+
+#[test]
+fn the_target_stages_layers_below_its_first_miss_are_announced_once() {
+    preconditions();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let context = context_with(&[("app.txt", "one"), ("lib.txt", "lib")]);
+    let dockerfile = "FROM scratch AS tools\nCOPY busybox /bin/busybox\n\nFROM scratch\nCOPY busybox /bin/busybox\nCOPY lib.txt /lib.txt\nCOPY app.txt /app.txt\n";
+    let first = TargetLayers::default();
+    let built = build(
+        &store,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &first,
+    )
+    .unwrap();
+    // The first build misses at the target's first step: nothing below it yet.
+    assert_eq!(first.0.lock().unwrap().as_slice(), &[Vec::new()]);
+
+    fs::write(context.path().join("app.txt"), "two").unwrap();
+    let second = TargetLayers::default();
+    build(
+        &store,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &second,
+    )
+    .unwrap();
+    // Only the last COPY runs: announced once, with the two layers below it.
+    assert_eq!(
+        second.0.lock().unwrap().as_slice(),
+        &[built.layers[..2].to_vec()]
+    );
+
+    let third = TargetLayers::default();
+    build(
+        &store,
+        &request(context.path(), dockerfile),
+        &LocalImages,
+        &third,
+    )
+    .unwrap();
+    assert!(
+        third.0.lock().unwrap().is_empty(),
+        "every step a hit: nothing to announce"
+    );
+}

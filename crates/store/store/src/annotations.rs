@@ -40,7 +40,7 @@ impl Store {
 
     /// Sets the `kind` annotation of a layer.
     pub fn set_layer_annotation(&self, diff_id: &Digest, kind: &str, data: &[u8]) -> Result<()> {
-        self.conn()
+        self.relaxed_conn()
             .execute(
                 "INSERT OR REPLACE INTO layer_annotations (diff_id, kind, data) VALUES (?1, ?2, ?3)",
                 params![diff_id.to_string(), kind, data],
@@ -63,7 +63,7 @@ impl Store {
 
     /// Sets the `kind` annotation of an image.
     pub fn set_image_annotation(&self, manifest: &Digest, kind: &str, data: &[u8]) -> Result<()> {
-        self.conn()
+        self.relaxed_conn()
             .execute(
                 "INSERT OR REPLACE INTO image_annotations (manifest_digest, kind, data)
                  VALUES (?1, ?2, ?3)",

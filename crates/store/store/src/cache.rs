@@ -157,7 +157,7 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest> {
 impl Store {
     /// The cached result of `key`, if any. Marks it used.
     pub fn cache_get(&self, key: &Digest) -> Result<Option<CacheHit>> {
-        let conn = self.conn();
+        let conn = self.relaxed_conn();
         let db_err = self.db_err();
         let row = conn
             .query_row(
@@ -222,7 +222,7 @@ impl Store {
                 ),
             });
         }
-        let mut conn = self.conn();
+        let mut conn = self.relaxed_conn();
         let db_err = self.db_err();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -338,7 +338,7 @@ impl Store {
         if changed.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
+        let mut conn = self.relaxed_conn();
         let db_err = self.db_err();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -454,7 +454,7 @@ impl Store {
         let path = self.blob_path(digest);
         let meta = std::fs::metadata(&path).map_err(crate::error::io_err("reading", &path))?;
         let (size, ino, mtime, ctime) = blob_stat(&meta);
-        let conn = self.conn();
+        let conn = self.relaxed_conn();
         conn.execute(
             "INSERT OR REPLACE INTO verified_blobs (digest, size, ino, mtime_ns, ctime_ns)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -534,7 +534,7 @@ impl Store {
         file_count: u64,
         file_bytes: u64,
     ) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.relaxed_conn();
         conn.execute(
             "INSERT OR REPLACE INTO copy_fingerprints
                (fingerprint, key, file_count, file_bytes, updated_unix)
@@ -601,7 +601,7 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
+        let mut conn = self.relaxed_conn();
         let db_err = self.db_err();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -676,6 +676,88 @@ mod tests {
         assert_eq!(report.bytes_reclaimed, layer.compressed_size);
         store.prune().unwrap();
         assert!(!store.has_blob(&layer.blob_digest));
+    }
+
+    #[test]
+    fn inputs_live_apart_from_the_record_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = Digest::of(b"copy");
+        let inputs = format!("{{\"files\":\"{}\"}}", "x".repeat(100_000));
+        store
+            .cache_put(&CacheRecord {
+                key,
+                kind: "copy".into(),
+                layer: Some(layer(&store, b"layer")),
+                inputs: inputs.clone(),
+                last_used_unix: 0,
+            })
+            .unwrap();
+        let in_record: String = store
+            .conn()
+            .query_row(
+                "SELECT inputs FROM build_cache WHERE key = ?1",
+                [key.to_string()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_record, "", "the lookup row stays small");
+        assert_eq!(store.cache_inputs(&key).unwrap(), Some(inputs));
+        store.cache_forget(&key).unwrap();
+        assert_eq!(store.cache_inputs(&key).unwrap(), None);
+        let left: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM build_cache_inputs", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn inputs_kept_in_the_record_by_an_older_store_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = Digest::of(b"old record");
+        store
+            .conn()
+            .execute(
+                "INSERT INTO build_cache (key, kind, inputs, created_unix, last_used_unix)
+                 VALUES (?1, 'run', '{\"argv\":[\"true\"]}', 0, 0)",
+                [key.to_string()],
+            )
+            .unwrap();
+        assert_eq!(
+            store.cache_inputs(&key).unwrap().as_deref(),
+            Some("{\"argv\":[\"true\"]}")
+        );
+        assert!(store.cache_get(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn bookkeeping_commits_leave_the_connection_fully_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let synchronous = |store: &Store| -> i64 {
+            store
+                .conn()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap()
+        };
+        // FULL is 2, NORMAL is 1.
+        assert_eq!(synchronous(&store), 2);
+        {
+            let relaxed = store.relaxed_conn();
+            let inside: i64 = relaxed
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(inside, 1);
+        }
+        assert_eq!(synchronous(&store), 2);
+        store
+            .copy_fingerprint_put(&Digest::of(b"fp"), &Digest::of(b"key"), 1, 2)
+            .unwrap();
+        assert_eq!(synchronous(&store), 2);
     }
 
     #[test]

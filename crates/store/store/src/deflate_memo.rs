@@ -122,7 +122,7 @@ impl Store {
         if chunks.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
+        let mut conn = self.relaxed_conn();
         let db_err = |source| StoreError::Db {
             path: self.db_path.clone(),
             source,

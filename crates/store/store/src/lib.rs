@@ -15,6 +15,13 @@
 //! then one database transaction references them, then `index.json` is regenerated. A
 //! process killed at any point leaves at most an unreferenced blob or a stale
 //! `index.json`, which [`Store::open`] repairs; no image ever refers to a missing blob.
+//!
+//! Database commits are fully synced (`synchronous=FULL`) except the build cache's own
+//! bookkeeping on the build path (cache records, fingerprints, the stat cache, analysis
+//! annotations), which uses [`RelaxedConn`]: after a power cut such a record may be lost
+//! (costing a rebuild), never half-written, and never one that outlives a blob, because
+//! every commit that precedes deleting files is a synced one, and syncing the WAL makes
+//! the relaxed commits before it durable too.
 
 mod annotations;
 mod blob;
@@ -30,6 +37,30 @@ mod root;
 
 #[cfg(test)]
 mod tests;
+
+/// The store's connection with WAL commits not synced (`synchronous=NORMAL`) until it is
+/// dropped, which restores full syncing.
+pub(crate) struct RelaxedConn<'a>(MutexGuard<'a, Connection>);
+
+impl std::ops::Deref for RelaxedConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RelaxedConn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for RelaxedConn<'_> {
+    fn drop(&mut self) {
+        // This only fails on a broken connection, on which later statements fail too.
+        let _ = self.0.pragma_update(None, "synchronous", "FULL");
+    }
+}
 
 use std::fs;
 use std::io::{self, Read};
@@ -101,6 +132,20 @@ impl Store {
         }
         store.regenerate_index()?;
         Ok(store)
+    }
+
+    /// Another handle on this (open) store with a database connection of its own, for a
+    /// thread that reads while this handle writes: SQLite's WAL lets them run at once,
+    /// where sharing one connection would make each wait for the other.
+    pub fn another_handle(&self) -> Result<Self> {
+        Ok(Self {
+            root: self.root.clone(),
+            blobs_dir: self.blobs_dir.clone(),
+            tmp_dir: self.tmp_dir.clone(),
+            layers_dir: self.layers_dir.clone(),
+            db_path: self.db_path.clone(),
+            conn: Mutex::new(db::connect(&self.db_path)?),
+        })
     }
 
     /// The root directory.
@@ -237,12 +282,22 @@ impl Store {
         self.root.join("index.lock")
     }
 
+    /// The connection, for commits that must be durable (the default).
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A poisoned mutex only means another thread panicked mid-call; SQLite rolled
         // back any open transaction, so the connection is still usable.
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection, for build-cache bookkeeping whose commits need not survive a power
+    /// cut (see the module doc).
+    fn relaxed_conn(&self) -> RelaxedConn<'_> {
+        let conn = self.conn();
+        // Should this fail, the connection simply stays fully synced.
+        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+        RelaxedConn(conn)
     }
 
     fn db_err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
