@@ -301,7 +301,10 @@ pub struct ParallelGzipWriter<W: Write> {
     max_pending: usize,
     jobs: Option<SyncSender<ChunkJob>>,
     workers: Vec<JoinHandle<()>>,
-    inline_compressor: Option<Compress>,
+    /// Compress on the writing thread (one thread asked for).
+    inline: bool,
+    /// Worker threads to start when the stream turns out longer than one chunk.
+    threads: usize,
     crc: crc32fast::Hasher,
     total_in: u64,
 }
@@ -345,7 +348,7 @@ impl<W: Write> ParallelGzipWriter<W> {
         };
         let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, extra_flags, 255];
         out.write_all(&header)?;
-        let mut writer = ParallelGzipWriter {
+        let writer = ParallelGzipWriter {
             out: Some(out),
             level,
             chunk: Vec::with_capacity(GZIP_CHUNK_SIZE + CUT_SAMPLE),
@@ -359,25 +362,27 @@ impl<W: Write> ParallelGzipWriter<W> {
             max_pending: threads.saturating_mul(2).max(1),
             jobs: None,
             workers: Vec::new(),
-            inline_compressor: None,
+            inline: threads <= 1,
+            threads,
             crc: crc32fast::Hasher::new(),
             total_in: 0,
         };
-        if threads <= 1 {
-            writer.inline_compressor = Some(new_raw_deflate(level));
-        } else {
-            let (job_sender, job_receiver) = mpsc::sync_channel::<ChunkJob>(threads);
-            let job_receiver = Arc::new(Mutex::new(job_receiver));
-            for _ in 0..threads {
-                let job_receiver = Arc::clone(&job_receiver);
-                let memo = writer.memo.clone();
-                writer.workers.push(std::thread::spawn(move || {
-                    gzip_worker(&job_receiver, level, memo.as_deref());
-                }));
-            }
-            writer.jobs = Some(job_sender);
-        }
         Ok(writer)
+    }
+
+    /// Starts the worker threads (at the first chunk that is not the stream's only one).
+    fn start_workers(&mut self) {
+        let (job_sender, job_receiver) = mpsc::sync_channel::<ChunkJob>(self.threads);
+        let job_receiver = Arc::new(Mutex::new(job_receiver));
+        for _ in 0..self.threads {
+            let job_receiver = Arc::clone(&job_receiver);
+            let memo = self.memo.clone();
+            let level = self.level;
+            self.workers.push(std::thread::spawn(move || {
+                gzip_worker(&job_receiver, level, memo.as_deref());
+            }));
+        }
+        self.jobs = Some(job_sender);
     }
 
     /// Compresses what is buffered, writes the trailer and returns the inner writer.
@@ -418,9 +423,11 @@ impl<W: Write> ParallelGzipWriter<W> {
     fn submit_chunk(&mut self, input: Vec<u8>, last: bool) -> io::Result<()> {
         let input = Arc::new(input);
         let dictionary = self.previous_chunk.replace(Arc::clone(&input));
-        if let Some(compressor) = self.inline_compressor.as_mut() {
+        // A stream of one chunk (most small layers) is compressed right here: starting
+        // threads and their deflate states would cost more than the compression.
+        let only_chunk = last && self.jobs.is_none();
+        if self.inline || only_chunk {
             let compressed = produce_chunk(
-                compressor,
                 self.level,
                 self.memo.as_deref(),
                 &input,
@@ -428,6 +435,9 @@ impl<W: Write> ParallelGzipWriter<W> {
                 last,
             )?;
             return self.write_chunk(compressed);
+        }
+        if self.jobs.is_none() {
+            self.start_workers();
         }
         while self.pending.len() >= self.max_pending {
             self.write_oldest()?;
@@ -589,7 +599,6 @@ fn dictionary_window(previous: Option<&Vec<u8>>) -> &[u8] {
 
 /// One chunk's output: from the memo when it has it, else deflated here.
 fn produce_chunk(
-    compressor: &mut Compress,
     level: u32,
     memo: Option<&dyn DeflateMemo>,
     input: &[u8],
@@ -598,7 +607,7 @@ fn produce_chunk(
 ) -> io::Result<CompressedChunk> {
     let window = dictionary_window(previous);
     let Some(memo) = memo else {
-        return compress_chunk(compressor, level, input, window, last);
+        return compress_chunk(level, input, window, last);
     };
     let key = memo_key(level, last, window, input);
     let (mut chunk, reused) = match memo.find(&key) {
@@ -613,10 +622,7 @@ fn produce_chunk(
             };
             (chunk, true)
         }
-        None => (
-            compress_chunk(compressor, level, input, window, last)?,
-            false,
-        ),
+        None => (compress_chunk(level, input, window, last)?, false),
     };
     chunk.memo_key = Some((key, crc32fast::hash(&chunk.deflated)));
     chunk.reused = reused;
@@ -624,7 +630,6 @@ fn produce_chunk(
 }
 
 fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32, memo: Option<&dyn DeflateMemo>) {
-    let mut compressor = new_raw_deflate(level);
     loop {
         let job = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
@@ -633,14 +638,7 @@ fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32, memo: Option<&dyn D
         let Ok(job) = job else {
             return;
         };
-        let result = produce_chunk(
-            &mut compressor,
-            level,
-            memo,
-            &job.input,
-            job.dictionary.as_deref(),
-            job.last,
-        );
+        let result = produce_chunk(level, memo, &job.input, job.dictionary.as_deref(), job.last);
         if job.reply.send(result).is_err() {
             return;
         }
@@ -649,15 +647,15 @@ fn gzip_worker(jobs: &Mutex<Receiver<ChunkJob>>, level: u32, memo: Option<&dyn D
 
 /// Raw-deflates one chunk with a fresh stream state primed with the previous chunk's window.
 fn compress_chunk(
-    compressor: &mut Compress,
     level: u32,
     input: &[u8],
     window: &[u8],
     last: bool,
 ) -> io::Result<CompressedChunk> {
-    // A fresh state, not `reset()`: a reset zlib-rs stream kept enough of its
+    // A fresh state per chunk, not `reset()`: a reset zlib-rs stream kept enough of its
     // previous chunk that the bytes depended on which worker got which chunk.
-    *compressor = new_raw_deflate(level);
+    let mut compressor = new_raw_deflate(level);
+    let compressor = &mut compressor;
     if !window.is_empty() {
         compressor
             .set_dictionary(window)

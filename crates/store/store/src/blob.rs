@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use stowage_digest::{Digest, Hasher, HashingWriter};
 use tempfile::NamedTempFile;
@@ -31,6 +33,8 @@ pub struct BlobWriter {
     expected: Option<Digest>,
     expected_size: Option<u64>,
     _lock: LockGuard,
+    /// The store's flag: a rename into the blobs directory is not yet durable.
+    dir_unsynced: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for BlobWriter {
@@ -50,6 +54,7 @@ impl BlobWriter {
         expected: Option<Digest>,
         expected_size: Option<u64>,
         lock: LockGuard,
+        dir_unsynced: Arc<AtomicBool>,
     ) -> Result<Self> {
         let temp = tempfile::Builder::new()
             .prefix("blob-")
@@ -61,6 +66,7 @@ impl BlobWriter {
             expected,
             expected_size,
             _lock: lock,
+            dir_unsynced,
         })
     }
 
@@ -69,8 +75,11 @@ impl BlobWriter {
         self.out.len()
     }
 
-    /// Verifies digest and size, makes the data durable and moves it into place.
-    /// If the blob already exists, the new copy is discarded.
+    /// Verifies digest and size, makes the data durable (fsync) and moves it into place.
+    /// If the blob already exists, the new copy is discarded. The rename itself is made
+    /// durable later, for all blobs written since, by [`Store::sync_blobs_dir`] — before
+    /// any fully synced database commit refers to them (a power cut before that loses the
+    /// rename, never the content: a blob is either whole or absent).
     pub fn commit(self) -> Result<BlobInfo> {
         let (buffered, digest, size) = self.out.finish();
         let temp = buffered.into_inner().map_err(|e| {
@@ -104,7 +113,7 @@ impl BlobWriter {
             .map_err(io_err("syncing", temp.path()))?;
         temp.persist(&final_path)
             .map_err(|e| io_err("renaming blob into", &final_path)(e.error))?;
-        sync_dir(&self.blobs_dir)?;
+        self.dir_unsynced.store(true, Ordering::Release);
         Ok(BlobInfo { digest, size })
     }
 }

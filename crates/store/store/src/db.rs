@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Result, StoreError};
@@ -77,8 +76,6 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
     // Read pages through a memory map rather than a pread each: a build report reads
     // megabytes of kept layer entries, page by page. (Writes still go through the WAL.)
     conn.pragma_update(None, "mmap_size", 1_i64 << 30)
-        .map_err(db_err)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(db_err)?;
     Ok(conn)
 }

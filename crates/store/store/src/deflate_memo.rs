@@ -44,9 +44,11 @@ pub struct DeflateChunkRecord {
     pub checksum: u32,
 }
 
-/// Lookups of remembered chunks, usable from several threads (its own database connection).
+/// Lookups of remembered chunks, usable from several threads (its own database connection,
+/// opened at the first lookup: a layer of one chunk often makes none).
 pub struct DeflateChunkIndex {
-    conn: Mutex<Connection>,
+    conn: Mutex<Option<Connection>>,
+    db_path: PathBuf,
     blobs_dir: PathBuf,
     /// The blob read last: consecutive chunks nearly always come from the same one.
     open_blob: Mutex<Option<(String, File)>>,
@@ -65,8 +67,11 @@ impl DeflateChunkIndex {
     /// match their CRC-32. Any problem is a miss.
     pub fn find(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
         let (blob, offset, length, checksum) = {
-            let conn = self.conn.lock().ok()?;
-            conn.query_row(
+            let mut conn = self.conn.lock().ok()?;
+            if conn.is_none() {
+                *conn = Some(crate::db::connect(&self.db_path).ok()?);
+            }
+            conn.as_ref()?.query_row(
                 "SELECT blob_digest, offset, length, checksum FROM deflate_chunks WHERE key = ?1",
                 [&key[..]],
                 |row| {
@@ -104,9 +109,9 @@ impl DeflateChunkIndex {
 impl Store {
     /// A lookup handle over the chunks recorded by [`Store::record_deflate_chunks`].
     pub fn deflate_chunk_index(&self) -> Result<DeflateChunkIndex> {
-        let conn = crate::db::open(&self.db_path)?;
         Ok(DeflateChunkIndex {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(None),
+            db_path: self.db_path.clone(),
             blobs_dir: self.blobs_dir.clone(),
             open_blob: Mutex::new(None),
         })

@@ -242,6 +242,9 @@ impl Store {
 
         self.put_blob_bytes(&image.config, Some(id.digest()))?;
         self.put_blob_bytes(&image.manifest, Some(manifest_digest))?;
+        // The layers, config and manifest renames become durable before the transaction
+        // below refers to them: one fsync of the blobs directory for all of them.
+        self.sync_blobs_dir()?;
 
         let created_unix = config
             .created

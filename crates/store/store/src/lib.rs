@@ -96,6 +96,8 @@ pub struct Store {
     layers_dir: PathBuf,
     db_path: PathBuf,
     conn: Mutex<Connection>,
+    /// Set when a blob was renamed into place and the directory not yet fsynced.
+    blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,6 +127,7 @@ impl Store {
             layers_dir,
             db_path,
             conn: Mutex::new(conn),
+            blobs_dir_unsynced: Default::default(),
         };
         store.ensure_oci_layout_file()?;
         if let Some(_exclusive) = lock::try_exclusive(&store.lock_path())? {
@@ -145,6 +148,7 @@ impl Store {
             layers_dir: self.layers_dir.clone(),
             db_path: self.db_path.clone(),
             conn: Mutex::new(db::connect(&self.db_path)?),
+            blobs_dir_unsynced: self.blobs_dir_unsynced.clone(),
         })
     }
 
@@ -196,7 +200,22 @@ impl Store {
             expected,
             expected_size,
             lease,
+            self.blobs_dir_unsynced.clone(),
         )
+    }
+
+    /// Makes the renames of the blobs written so far durable (one fsync of the blobs
+    /// directory, if any was renamed since the last one). Called before a fully synced
+    /// commit refers to new blobs.
+    pub fn sync_blobs_dir(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.blobs_dir_unsynced.swap(false, Ordering::AcqRel)
+            && let Err(error) = blob::sync_dir(&self.blobs_dir)
+        {
+            self.blobs_dir_unsynced.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Stores everything `reader` yields as a blob, verifying `expected` when given.
