@@ -322,7 +322,11 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         });
         let result = stowage_solver::build(store, &request, &images as &dyn ImageSource, &printer);
         printer.close_target_layers();
-        if result.is_err() {
+        // Only a new image whose analysis the store does not keep needs the scan.
+        let needed = matches!(&result, Ok(built) if built
+            .manifest_digest
+            .is_some_and(|manifest| !crate::commands::report::analysis_kept(store, &manifest)));
+        if !needed {
             cancel_early_scan.store(true, Ordering::Relaxed);
         }
         (result, early_scan.join().ok().flatten())

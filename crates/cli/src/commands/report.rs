@@ -67,6 +67,19 @@ fn outcome_name(outcome: &StepOutcome) -> &'static str {
     }
 }
 
+/// The annotation kind an image's kept analysis is stored under.
+fn analysis_kind() -> String {
+    format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP)
+}
+
+/// Whether the store keeps an analysis of this image (it was reported on before).
+pub fn analysis_kept(store: &Store, manifest_digest: &stowage_digest::Digest) -> bool {
+    matches!(
+        store.image_annotation(manifest_digest, &analysis_kind()),
+        Ok(Some(_))
+    )
+}
+
 /// Analyses the image the build made and measures the report's findings. `prefix` is a
 /// scan of the image's first layers made while the build ran, if there is one.
 pub fn measure(
@@ -80,7 +93,7 @@ pub fn measure(
         .manifest_digest
         .context("the build produced no image to report on")?;
     // An image reported on before (a no-op rebuild) keeps its analysis in the store.
-    let kind = format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP);
+    let kind = analysis_kind();
     let cached = store
         .image_annotation(&manifest_digest, &kind)
         .ok()
