@@ -4,8 +4,9 @@
 # The seed's Step 4 Dockerfile ($CTX/df/seed-v4.Dockerfile from `peers.sh gen`: requirements
 # copied and installed before `COPY . /app`) is built once by every builder (untimed: apt-get
 # and pip download packages). Then, RUNS times, application.py gets a new last line and each
-# builder rebuilds; only `COPY . /app` and what follows may run. Prints medians and stowage's
-# speed-up. The edit is undone at the end.
+# builder rebuilds; only `COPY . /app` and what follows may run. The builders' order changes
+# from run to run (a balanced Latin square: each builder follows each other one equally
+# often). Prints medians and stowage's speed-up. The edit is undone at the end.
 #
 # Usage: STOWAGE=/path/to/stowage bench/seed_touch.sh
 # Knobs: RUNS=5, CTX=/tmp/bench-ctx, BUILDERS="docker-buildkit docker-classic buildah",
@@ -61,9 +62,23 @@ for b in stowage $BUILDERS; do
 done
 
 echo "builder,run,seconds" > "$OUT/times.csv"
+ALL=(stowage $BUILDERS)
+n=${#ALL[@]}
+# A Williams design: run r uses row (r-1) mod n of a balanced Latin square, in which every
+# builder directly follows every other one equally often. A build that follows a
+# container-running builder (classic, buildah) pays for the kernel's clean-up of its
+# namespaces and mounts; with a fixed order the same builder would always pay it.
+first_row=(0); lo=1; hi=$((n - 1))
+while [ ${#first_row[@]} -lt "$n" ]; do
+  first_row+=("$lo"); lo=$((lo + 1))
+  [ ${#first_row[@]} -lt "$n" ] && { first_row+=("$hi"); hi=$((hi - 1)); }
+done
 for r in $(seq 1 "$RUNS"); do
   { cat "$OUT/application.py.orig"; echo "# seed-touch edit $r $EPOCHREALTIME"; } > "$APP"
-  for b in stowage $BUILDERS; do
+  order=()
+  for k in "${first_row[@]}"; do order+=("${ALL[$(( (k + r - 1) % n ))]}"); done
+  log "run $r order: ${order[*]}"
+  for b in "${order[@]}"; do
     s=$(timed "$b" "$OUT/logs/run$r.$b.log")
     echo "$b,$r,$s" >> "$OUT/times.csv"
     log "run $r $b: $s s"

@@ -142,83 +142,15 @@ pub fn scan_details_with(
     reference: &str,
     check: BlobCheck,
 ) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
-    scan_details_continuing(store, details, reference, check, None)
-}
-
-/// A scan of an image's first layers made ahead of time (`stowage build` scans the layers
-/// below the target stage's first step that runs while that step and the rest of the
-/// build run): a scan of an image that starts with the same layers continues from it.
-#[derive(Debug)]
-pub struct PrefixScan {
-    diff_ids: Vec<stowage_digest::Digest>,
-    scanner: Scanner,
-}
-
-impl PrefixScan {
-    /// Scans `layers` (an image's first layers, in order), trusting the store. `None` when
-    /// `cancel` was set before the scan finished, or a layer could not be read (the full
-    /// scan later reports that).
-    pub fn scan(
-        store: &Store,
-        layers: &[stowage_image::LayerInfo],
-        cancel: &std::sync::atomic::AtomicBool,
-    ) -> Option<Self> {
-        let mut scanner = Scanner::new();
-        for (index, layer) in layers.iter().enumerate() {
-            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            let entries = layer_entries(store, layer, index, "", BlobCheck::Trust).ok()?;
-            scanner.add_entries(entries);
-        }
-        Some(Self {
-            diff_ids: layers.iter().map(|layer| layer.diff_id).collect(),
-            scanner,
-        })
-    }
-
-    /// How many layers it covers.
-    pub fn len(&self) -> usize {
-        self.diff_ids.len()
-    }
-
-    /// Whether it covers no layer.
-    pub fn is_empty(&self) -> bool {
-        self.diff_ids.is_empty()
-    }
-}
-
-/// [`scan_details_with`], continuing from `prefix` when the image starts with its layers
-/// (and the store is trusted, as `prefix` was made trusting it).
-pub fn scan_details_continuing(
-    store: &Store,
-    details: &ImageDetails,
-    reference: &str,
-    check: BlobCheck,
-    prefix: Option<PrefixScan>,
-) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
     let sources = layer_sources(details);
     let layers = &details.layers;
-    let (merged, scanner) = match prefix {
-        Some(prefix)
-            if check == BlobCheck::Trust
-                && prefix.diff_ids.len() <= layers.len()
-                && layers
-                    .iter()
-                    .zip(&prefix.diff_ids)
-                    .all(|(layer, diff_id)| layer.diff_id == *diff_id) =>
-        {
-            (prefix.diff_ids.len(), prefix.scanner)
-        }
-        _ => (0, Scanner::new()),
-    };
     let scanner = merge_layers(
         store,
         details,
         reference,
         check,
-        scanner,
-        merged..layers.len(),
+        Scanner::new(),
+        0..layers.len(),
     )?;
     let scan = scanner.finish();
     if scan.layers.len() != layers.len() {
@@ -243,6 +175,13 @@ fn merge_layers(
     range: std::ops::Range<usize>,
 ) -> Result<Scanner, AdvisorError> {
     let layers = &details.layers;
+    if range.len() <= 1 {
+        // One layer: nothing to overlap its reading with.
+        for (index, layer) in layers.iter().enumerate().take(range.end).skip(range.start) {
+            scanner.add_entries(layer_entries(store, layer, index, reference, check)?);
+        }
+        return Ok(scanner);
+    }
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         scope.spawn(move || {

@@ -6,7 +6,6 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -286,16 +285,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         other => other,
     };
     let wants_report = !args.no_report && !args.dry_run && (!args.quiet || args.report.is_some());
-    // The report analyses the image's layers. Those below the target stage's first step
-    // that runs are known when it starts: a second thread (at the lowest priority, with its
-    // own database connection) scans them while that step and the rest of the build run.
-    let (target_layers, early_layers) = std::sync::mpsc::sync_channel(1);
-    let printer = Printer::new(
-        mode,
-        args.quiet,
-        args.explain,
-        wants_report.then_some(target_layers),
-    );
+    let printer = Printer::new(mode, args.quiet, args.explain);
     let remote_cache = crate::commands::build_cache::RegistryCache::new(globals);
     let images = RegistryImages {
         globals,
@@ -307,30 +297,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         },
     };
     let started = Instant::now();
-    let cancel_early_scan = AtomicBool::new(false);
-    let (result, mut early_scan) = std::thread::scope(|scope| {
-        let (store, cancel) = (&store, &cancel_early_scan);
-        let early_scan = scope.spawn(move || {
-            let layers: Vec<stowage_image::LayerInfo> = early_layers.recv().ok()?;
-            if layers.is_empty() {
-                return None;
-            }
-            // Speculative: it must never slow the build (failing to lower it only costs that).
-            let _ = stowage_exec::deprioritize_this_thread();
-            let reader = store.another_handle().ok()?;
-            stowage_advisor::PrefixScan::scan(&reader, &layers, cancel)
-        });
-        let result = stowage_solver::build(store, &request, &images as &dyn ImageSource, &printer);
-        printer.close_target_layers();
-        // Only a new image whose analysis the store does not keep needs the scan.
-        let needed = matches!(&result, Ok(built) if built
-            .manifest_digest
-            .is_some_and(|manifest| !crate::commands::report::analysis_kept(store, &manifest)));
-        if !needed {
-            cancel_early_scan.store(true, Ordering::Relaxed);
-        }
-        (result, early_scan.join().ok().flatten())
-    });
+    let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
     printer.finish_live();
     let result = match result {
         Ok(result) => result,
@@ -386,13 +353,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     if args.quiet {
         if let Some(path) = &args.report {
             let lint = report_lint();
-            let report = crate::commands::report::measure(
-                &store,
-                &result,
-                lint.as_ref(),
-                elapsed,
-                early_scan.take(),
-            )?;
+            let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
             crate::commands::report::save(&report, path)?;
         }
         println!("{id}");
@@ -448,13 +409,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     if wants_report {
         let lint = report_lint();
-        let report = crate::commands::report::measure(
-            &store,
-            &result,
-            lint.as_ref(),
-            elapsed,
-            early_scan.take(),
-        )?;
+        let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {
             crate::commands::report::save(&report, path)?;
@@ -595,9 +550,6 @@ struct Printer {
     quiet: bool,
     explain: bool,
     live: Mutex<Live>,
-    /// Where the target stage's layers go when its first step runs (for the report's
-    /// early scan); taken on first use, or dropped when the build ends.
-    target_layers: Mutex<Option<std::sync::mpsc::SyncSender<Vec<stowage_image::LayerInfo>>>>,
 }
 
 #[derive(Default)]
@@ -626,27 +578,13 @@ fn describe_reasons(reasons: &[MissReason]) -> String {
 }
 
 impl Printer {
-    fn new(
-        mode: ProgressMode,
-        quiet: bool,
-        explain: bool,
-        target_layers: Option<std::sync::mpsc::SyncSender<Vec<stowage_image::LayerInfo>>>,
-    ) -> Self {
+    fn new(mode: ProgressMode, quiet: bool, explain: bool) -> Self {
         Self {
             mode,
             quiet,
             explain,
             live: Mutex::new(Live::default()),
-            target_layers: Mutex::new(target_layers),
         }
-    }
-
-    /// Ends the offer of target layers: an early scan still waiting for them gives up.
-    fn close_target_layers(&self) {
-        self.target_layers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -680,17 +618,6 @@ impl Printer {
 
 impl Progress for Printer {
     fn event(&self, event: Event<'_>) {
-        if let Event::TargetLayersBeforeMiss { layers } = event {
-            let sender = self
-                .target_layers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(sender) = sender {
-                let _ = sender.try_send(layers.to_vec());
-            }
-            return;
-        }
         if self.quiet {
             return;
         }
@@ -703,8 +630,6 @@ impl Progress for Printer {
             Event::Warning(text) => {
                 let _ = writeln!(err, "warning: {text}");
             }
-            // Handled above, shown nowhere.
-            Event::TargetLayersBeforeMiss { .. } => {}
             Event::StepStarted { id, text } => {
                 let mut live = self.live();
                 live.window.clear();

@@ -72,22 +72,12 @@ fn analysis_kind() -> String {
     format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP)
 }
 
-/// Whether the store keeps an analysis of this image (it was reported on before).
-pub fn analysis_kept(store: &Store, manifest_digest: &stowage_digest::Digest) -> bool {
-    matches!(
-        store.image_annotation(manifest_digest, &analysis_kind()),
-        Ok(Some(_))
-    )
-}
-
-/// Analyses the image the build made and measures the report's findings. `prefix` is a
-/// scan of the image's first layers made while the build ran, if there is one.
+/// Analyses the image the build made and measures the report's findings.
 pub fn measure(
     store: &Store,
     result: &BuildResult,
     lint: Option<&LintReport>,
     elapsed: Duration,
-    prefix: Option<stowage_advisor::PrefixScan>,
 ) -> anyhow::Result<BuildReport> {
     let manifest_digest = result
         .manifest_digest
@@ -106,12 +96,11 @@ pub fn measure(
                 .image_by_manifest(&manifest_digest)
                 .context("loading the built image for the build report")?;
             let name = details.id.to_string();
-            let (sources, scan) = stowage_advisor::scan_details_continuing(
+            let (sources, scan) = stowage_advisor::scan_details_with(
                 store,
                 &details,
                 &name,
                 stowage_advisor::BlobCheck::Trust,
-                prefix,
             )?;
             let analysis = stowage_advisor::analyze_scan(
                 &name,

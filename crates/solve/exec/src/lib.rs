@@ -88,5 +88,4 @@ pub use error::ExecError;
 pub use plan::{DEFAULT_PATH, DOCKER_DEFAULT_CAPABILITIES, OverlayApi};
 pub use sandbox::{Sandbox, SandboxOptions};
 pub use spec::{CancelToken, ExitStatus, ExtraMount, NetworkMode, RootFs, RunSpec};
-pub use sys::deprioritize_this_thread;
 pub use users::{ResolvedUser, resolve_user};

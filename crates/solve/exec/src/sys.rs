@@ -490,10 +490,3 @@ pub(crate) fn wait(pid: i32) -> io::Result<ExitStatus> {
         Ok(ExitStatus::Exited(libc::WEXITSTATUS(status)))
     }
 }
-
-/// Gives the calling thread the lowest CPU priority (nice 19; on Linux it applies to this
-/// thread only): for speculative background work that must not slow the threads beside it.
-pub fn deprioritize_this_thread() -> io::Result<()> {
-    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
-        .map_err(io::Error::from)
-}

@@ -299,8 +299,6 @@ pub fn build(
         cancel: CancelToken::new(),
         remote_hits,
         unpacked_digests: UnpackedDigests::new(store),
-        target,
-        target_miss_reported: std::sync::atomic::AtomicBool::new(false),
     };
     run_stages(&runner, &program, &expanded, &needed, &bases)?;
     let positions = std::mem::take(&mut *lock(&runner.positions));
@@ -757,10 +755,6 @@ struct Runner<'a> {
     cancel: CancelToken,
     /// `--cache-from` entries, fetched when a hit is taken.
     remote_hits: RemoteHits<'a>,
-    /// The stage the build makes its image from.
-    target: usize,
-    /// Whether [`Event::TargetLayersBeforeMiss`] was sent.
-    target_miss_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Runner<'_> {
@@ -1593,16 +1587,6 @@ impl Runner<'_> {
                     id,
                     reasons: &reasons,
                 });
-                if stage_index == self.target
-                    && !self.request.dry_run
-                    && !self
-                        .target_miss_reported
-                        .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    self.progress.event(Event::TargetLayersBeforeMiss {
-                        layers: &state.layers,
-                    });
-                }
                 state.missed = true;
                 if self.request.dry_run {
                     (StepOutcome::WouldRun, reasons, None)

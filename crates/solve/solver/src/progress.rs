@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use stowage_image::LayerInfo;
-
 use crate::cachekey::MissReason;
 
 /// Identifies a step in events.
@@ -80,14 +78,6 @@ pub enum Event<'a> {
         outcome: StepOutcome,
         /// How long it took.
         duration: Duration,
-    },
-    /// The first step of the target stage that will run (a cache miss) is about to: the
-    /// image this build makes starts with these layers (unless it is squashed). Sent at
-    /// most once per build, never when every step is a hit. The build report uses it to
-    /// start analysing those layers while the rest of the build runs.
-    TargetLayersBeforeMiss {
-        /// The target stage's layers so far, base image first.
-        layers: &'a [LayerInfo],
     },
     /// Something the user should know.
     Warning(&'a str),
