@@ -87,6 +87,11 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
         source,
     };
     let mut conn = connect(path)?;
+    // The usual case, a store whose schema is complete, needs no write transaction (which
+    // would make the first write of a fresh WAL, with its fsyncs, on every open).
+    if schema_is_current(&conn).map_err(db_err)? {
+        return Ok(conn);
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
@@ -128,4 +133,89 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
         .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     Ok(conn)
+}
+
+/// The tables and indexes the store's schema creates, by name.
+fn schema_objects() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for sql in [
+        SCHEMA_V1,
+        crate::cache::CACHE_SCHEMA,
+        crate::deflate_memo::DEFLATE_CHUNK_SCHEMA,
+        crate::annotations::ANNOTATION_SCHEMA,
+    ] {
+        let mut words = sql.split_whitespace();
+        while let Some(word) = words.next() {
+            if !word.eq_ignore_ascii_case("CREATE") {
+                continue;
+            }
+            let mut rest = words.clone().skip(1);
+            let name = match rest.next() {
+                Some(word) if word.eq_ignore_ascii_case("IF") => rest.nth(2),
+                other => other,
+            };
+            if let Some(name) = name {
+                names.push(name.trim_end_matches('('));
+            }
+        }
+    }
+    names
+}
+
+/// Whether the database already holds this version's schema, every table and index of it.
+fn schema_is_current(conn: &Connection) -> rusqlite::Result<bool> {
+    let names = schema_objects();
+    let present: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name IN ({})",
+            vec!["?"; names.len()].join(", ")
+        ),
+        rusqlite::params_from_iter(names.iter()),
+        |row| row.get(0),
+    )?;
+    if usize::try_from(present).ok() != Some(names.len()) {
+        return Ok(false);
+    }
+    let version: Option<i64> =
+        conn.query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })?;
+    Ok(version == Some(SCHEMA_VERSION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_check_knows_every_table_and_index() {
+        let names = schema_objects();
+        for expected in [
+            "schema_version",
+            "images",
+            "layers_by_diff_id",
+            "build_cache",
+            "build_cache_inputs",
+            "deflate_chunks",
+            "deflate_chunks_by_blob",
+            "layer_annotations",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let conn = open(&path).unwrap();
+        assert!(schema_is_current(&conn).unwrap());
+        conn.execute_batch("DROP TABLE build_cache_inputs").unwrap();
+        assert!(
+            !schema_is_current(&conn).unwrap(),
+            "a missing table is noticed"
+        );
+        drop(conn);
+        let conn = open(&path).unwrap();
+        assert!(schema_is_current(&conn).unwrap(), "and created again");
+    }
 }
