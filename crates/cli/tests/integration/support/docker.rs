@@ -609,9 +609,15 @@ pub fn docker_run(image: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `docker rmi IMAGE`, best effort (cleanup): a failure is only printed.
+/// `docker rmi --no-prune IMAGE`, best effort (cleanup): a failure is only printed. The
+/// untagged parents stay: with the classic builder they are the step cache that another
+/// test's concurrent build may be using as its parent at that moment (removing them made
+/// that build fail with "failed to get digest ...: no such file").
 pub fn docker_rmi(image: &str) {
-    let out = docker().args(["rmi", image]).stdin(Stdio::null()).output();
+    let out = docker()
+        .args(["rmi", "--no-prune", image])
+        .stdin(Stdio::null())
+        .output();
     match out {
         Ok(out) if out.status.success() => {}
         Ok(out) => eprintln!(
