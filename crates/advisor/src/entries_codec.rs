@@ -11,7 +11,7 @@ const ITEM_OPAQUE: u8 = 0;
 const ITEM_WHITEOUT: u8 = 1;
 const ITEM_ENTRY: u8 = 2;
 
-pub(crate) fn kind_code(kind: EntryKind) -> u8 {
+fn kind_code(kind: EntryKind) -> u8 {
     match kind {
         EntryKind::File => 0,
         EntryKind::Dir => 1,
@@ -21,7 +21,7 @@ pub(crate) fn kind_code(kind: EntryKind) -> u8 {
     }
 }
 
-pub(crate) fn kind_of(code: u8) -> Option<EntryKind> {
+fn kind_of(code: u8) -> Option<EntryKind> {
     Some(match code {
         0 => EntryKind::File,
         1 => EntryKind::Dir,
@@ -32,7 +32,7 @@ pub(crate) fn kind_of(code: u8) -> Option<EntryKind> {
     })
 }
 
-pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
+fn put_str(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
 }
@@ -92,35 +92,35 @@ pub fn encode(entries: &LayerEntries) -> Vec<u8> {
 }
 
 /// A bounds-checked reader over the encoded bytes.
-pub(crate) struct Cursor<'a> {
-    pub(crate) bytes: &'a [u8],
+struct Cursor<'a> {
+    bytes: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+    fn take(&mut self, count: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.bytes.split_at_checked(count)?;
         self.bytes = rest;
         Some(head)
     }
 
-    pub(crate) fn u8(&mut self) -> Option<u8> {
+    fn u8(&mut self) -> Option<u8> {
         self.take(1)?.first().copied()
     }
 
-    pub(crate) fn u32(&mut self) -> Option<u32> {
+    fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 
-    pub(crate) fn u64(&mut self) -> Option<u64> {
+    fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    pub(crate) fn string(&mut self) -> Option<String> {
+    fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.u32()?).ok()?;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 
-    pub(crate) fn optional_string(&mut self) -> Option<Option<String>> {
+    fn optional_string(&mut self) -> Option<Option<String>> {
         match self.u8()? {
             0 => Some(None),
             1 => Some(Some(self.string()?)),

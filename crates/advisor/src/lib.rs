@@ -67,16 +67,6 @@ pub enum AdvisorError {
         #[source]
         source: io::Error,
     },
-    /// The thread reading the layers stopped early (it panicked).
-    #[error("image {reference:?}: only {read} of its {total} layers could be read")]
-    ScanIncomplete {
-        /// As given.
-        reference: String,
-        /// Layers read.
-        read: usize,
-        /// Layers the image has.
-        total: usize,
-    },
 }
 
 /// The layer descriptions of an image: digests, sizes and the `created_by`
@@ -135,7 +125,9 @@ pub enum BlobCheck {
     Trust,
 }
 
-/// [`scan_details`] with a choice of blob verification.
+/// [`scan_details`] with a choice of blob verification. One thread reads (or decodes the
+/// kept) entries of the next layer while this one merges the layer before it: the halves
+/// cost about the same.
 pub fn scan_details_with(
     store: &Store,
     details: &ImageDetails,
@@ -144,48 +136,16 @@ pub fn scan_details_with(
 ) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
     let sources = layer_sources(details);
     let layers = &details.layers;
-    let scanner = merge_layers(
-        store,
-        details,
-        reference,
-        check,
-        Scanner::new(),
-        0..layers.len(),
-    )?;
-    let scan = scanner.finish();
-    if scan.layers.len() != layers.len() {
-        return Err(AdvisorError::ScanIncomplete {
-            reference: reference.to_owned(),
-            read: scan.layers.len(),
-            total: layers.len(),
-        });
-    }
-    Ok((sources, scan))
-}
-
-/// Merges the image's layers in `range` into `scanner` (which holds the layers below
-/// them). One thread reads (or decodes the kept) entries of the next layer while this one
-/// merges the layer before it: the halves cost about the same.
-fn merge_layers(
-    store: &Store,
-    details: &ImageDetails,
-    reference: &str,
-    check: BlobCheck,
-    mut scanner: Scanner,
-    range: std::ops::Range<usize>,
-) -> Result<Scanner, AdvisorError> {
-    let layers = &details.layers;
-    if range.len() <= 1 {
+    let mut scanner = Scanner::new();
+    if let [layer] = layers.as_slice() {
         // One layer: nothing to overlap its reading with.
-        for (index, layer) in layers.iter().enumerate().take(range.end).skip(range.start) {
-            scanner.add_entries(layer_entries(store, layer, index, reference, check)?);
-        }
-        return Ok(scanner);
+        scanner.add_entries(layer_entries(store, layer, 0, reference, check)?);
+        return Ok((sources, scanner.finish()));
     }
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for (index, layer) in layers.iter().enumerate().take(range.end).skip(range.start) {
+            for (index, layer) in layers.iter().enumerate() {
                 let entries = layer_entries(store, layer, index, reference, check);
                 let failed = entries.is_err();
                 if sender.send(entries).is_err() || failed {
@@ -196,8 +156,9 @@ fn merge_layers(
         for entries in receiver {
             scanner.add_entries(entries?);
         }
-        Ok(scanner)
-    })
+        Ok::<_, AdvisorError>(())
+    })?;
+    Ok((sources, scanner.finish()))
 }
 
 /// One layer's entries: kept from an earlier scan (when the store is trusted), or read

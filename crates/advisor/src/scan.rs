@@ -235,10 +235,10 @@ pub fn read_layer_entries(reader: impl Read) -> io::Result<LayerEntries> {
 /// Walks layers in order and keeps the merged view.
 #[derive(Debug, Default)]
 pub struct Scanner {
-    pub(crate) files: BTreeMap<String, FileVersion>,
-    pub(crate) layers: Vec<LayerScan>,
-    pub(crate) hidden: Vec<HiddenVersion>,
-    pub(crate) rewrites: Vec<MetadataRewrite>,
+    files: BTreeMap<String, FileVersion>,
+    layers: Vec<LayerScan>,
+    hidden: Vec<HiddenVersion>,
+    rewrites: Vec<MetadataRewrite>,
 }
 
 /// The result of scanning every layer.

@@ -284,7 +284,6 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         ProgressMode::Auto => ProgressMode::Plain,
         other => other,
     };
-    let wants_report = !args.no_report && !args.dry_run && (!args.quiet || args.report.is_some());
     let printer = Printer::new(mode, args.quiet, args.explain);
     let remote_cache = crate::commands::build_cache::RegistryCache::new(globals);
     let images = RegistryImages {
@@ -311,6 +310,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     // The report's lint: given the big files of the context when the build walked all of
     // it, its context rules need no walk of their own.
+    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
     let report_lint = || {
         let mut options = lint_options.clone();
         options.context_large_files = result.context_large_files.clone();

@@ -67,11 +67,6 @@ fn outcome_name(outcome: &StepOutcome) -> &'static str {
     }
 }
 
-/// The annotation kind an image's kept analysis is stored under.
-fn analysis_kind() -> String {
-    format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP)
-}
-
 /// Analyses the image the build made and measures the report's findings.
 pub fn measure(
     store: &Store,
@@ -83,7 +78,7 @@ pub fn measure(
         .manifest_digest
         .context("the build produced no image to report on")?;
     // An image reported on before (a no-op rebuild) keeps its analysis in the store.
-    let kind = analysis_kind();
+    let kind = format!("advisor-analysis-v1-top{}", stowage_advisor::DEFAULT_TOP);
     let cached = store
         .image_annotation(&manifest_digest, &kind)
         .ok()

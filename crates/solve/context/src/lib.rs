@@ -535,12 +535,12 @@ impl Context {
         // since) is read now.
         let listing = listings
             .remove(rel)
-            .unwrap_or_else(|| prefetch::ListingReader::read_listing(self, rel))?;
+            .unwrap_or_else(|| self.read_listing(rel))?;
         visit_listing(rel, &listing.visible_digest);
         for child in listing.children {
             if child.excluded {
                 // An exception may bring back something below an excluded directory.
-                if prefetch::ListingReader::descends_into(self, &child) {
+                if self.descends_into(&child) {
                     self.walk_children(&child.entry.rel, visit, visit_listing, listings)?;
                 }
                 continue;
@@ -584,10 +584,11 @@ impl Context {
     }
 }
 
-impl prefetch::ListingReader for Context {
-    /// Reads `dir`, stats each child relative to it, sorts them by name bytes, and applies
-    /// the ignore rules. Children deleted in between are left out.
-    fn read_listing(&self, dir: &str) -> prefetch::ListingResult {
+impl Context {
+    /// Reads the context-relative directory `dir`: stats each child relative to it, sorts
+    /// them by name bytes, applies the ignore rules and hashes the visible children's
+    /// metadata. Children deleted in between are left out. (Run on the prefetch threads.)
+    pub(crate) fn read_listing(&self, dir: &str) -> prefetch::ListingResult {
         let dir_path = self.path_of(dir);
         let read = fs::read_dir(&dir_path).map_err(io_err(&dir_path))?;
         let mut named: Vec<(std::ffi::OsString, Metadata)> = Vec::new();
@@ -627,7 +628,8 @@ impl prefetch::ListingReader for Context {
         })
     }
 
-    fn descends_into(&self, child: &prefetch::Child) -> bool {
+    /// Whether a walk goes below `child`.
+    pub(crate) fn descends_into(&self, child: &prefetch::Child) -> bool {
         child.entry.kind == EntryKind::Dir
             && (!child.excluded || !self.filter.can_skip_excluded_dir(&child.entry.rel))
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{ContextError, Entry};
+use crate::{Context, ContextError, Entry};
 
 /// One child of a directory, with what the walk needs to know about it.
 #[derive(Debug)]
@@ -31,21 +31,13 @@ pub(crate) struct Listing {
 /// What reading one directory gave.
 pub(crate) type ListingResult = Result<Listing, ContextError>;
 
-/// Reads one directory of the context into a [`Listing`], and says where a walk goes on.
-pub(crate) trait ListingReader: Sync {
-    /// Reads the context-relative directory `dir`.
-    fn read_listing(&self, dir: &str) -> ListingResult;
-    /// Whether a walk goes below `child`.
-    fn descends_into(&self, child: &Child) -> bool;
-}
-
 /// Reads the listings of `top` (context-relative, a directory) and of every directory below
 /// it that the walk would enter, on `threads` threads. The tree is cut into subtrees
 /// (breadth first from `top` until there are a few per thread); each thread takes whole
 /// subtrees from a shared list and walks them depth first on its own, so threads rarely
 /// meet. The map holds one result per directory read, keyed by its context-relative path.
 pub(crate) fn prefetch_listings(
-    reader: &dyn ListingReader,
+    context: &Context,
     top: &str,
     threads: usize,
 ) -> HashMap<String, ListingResult> {
@@ -56,7 +48,7 @@ pub(crate) fn prefetch_listings(
         listing
             .children
             .iter()
-            .filter(|child| reader.descends_into(child))
+            .filter(|child| context.descends_into(child))
             .map(|child| child.entry.rel.clone())
             .collect()
     };
@@ -70,7 +62,7 @@ pub(crate) fn prefetch_listings(
         }
         let mut next = Vec::new();
         for dir in frontier {
-            let listing = reader.read_listing(&dir);
+            let listing = context.read_listing(&dir);
             next.extend(subdirs_of(&listing));
             results.insert(dir, listing);
         }
@@ -88,7 +80,7 @@ pub(crate) fn prefetch_listings(
             };
             let mut stack = vec![subtree];
             while let Some(dir) = stack.pop() {
-                let listing = reader.read_listing(&dir);
+                let listing = context.read_listing(&dir);
                 stack.extend(subdirs_of(&listing));
                 local.insert(dir, listing);
             }

@@ -301,9 +301,8 @@ pub struct ParallelGzipWriter<W: Write> {
     max_pending: usize,
     jobs: Option<SyncSender<ChunkJob>>,
     workers: Vec<JoinHandle<()>>,
-    /// Compress on the writing thread (one thread asked for).
-    inline: bool,
-    /// Worker threads to start when the stream turns out longer than one chunk.
+    /// Worker threads to start when the stream turns out longer than one chunk (at most
+    /// one: compress on the writing thread).
     threads: usize,
     crc: crc32fast::Hasher,
     total_in: u64,
@@ -362,7 +361,6 @@ impl<W: Write> ParallelGzipWriter<W> {
             max_pending: threads.saturating_mul(2).max(1),
             jobs: None,
             workers: Vec::new(),
-            inline: threads <= 1,
             threads,
             crc: crc32fast::Hasher::new(),
             total_in: 0,
@@ -426,7 +424,7 @@ impl<W: Write> ParallelGzipWriter<W> {
         // A stream of one chunk (most small layers) is compressed right here: starting
         // threads and their deflate states would cost more than the compression.
         let only_chunk = last && self.jobs.is_none();
-        if self.inline || only_chunk {
+        if self.threads <= 1 || only_chunk {
             let compressed = produce_chunk(
                 self.level,
                 self.memo.as_deref(),
@@ -655,7 +653,6 @@ fn compress_chunk(
     // A fresh state per chunk, not `reset()`: a reset zlib-rs stream kept enough of its
     // previous chunk that the bytes depended on which worker got which chunk.
     let mut compressor = new_raw_deflate(level);
-    let compressor = &mut compressor;
     if !window.is_empty() {
         compressor
             .set_dictionary(window)

@@ -25,49 +25,72 @@ CREATE TABLE IF NOT EXISTS image_annotations (
 );
 ";
 
+/// What an annotation belongs to: its table and the column naming the object.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    /// A layer, by diff_id.
+    Layer,
+    /// An image, by manifest digest.
+    Image,
+}
+
+impl Subject {
+    fn table_and_key(self) -> (&'static str, &'static str) {
+        match self {
+            Subject::Layer => ("layer_annotations", "diff_id"),
+            Subject::Image => ("image_annotations", "manifest_digest"),
+        }
+    }
+}
+
 impl Store {
     /// The `kind` annotation of the layer with this diff_id.
     pub fn layer_annotation(&self, diff_id: &Digest, kind: &str) -> Result<Option<Vec<u8>>> {
-        self.conn()
-            .query_row(
-                "SELECT data FROM layer_annotations WHERE diff_id = ?1 AND kind = ?2",
-                params![diff_id.to_string(), kind],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(self.db_err())
+        self.annotation(Subject::Layer, diff_id, kind)
     }
 
     /// Sets the `kind` annotation of a layer.
     pub fn set_layer_annotation(&self, diff_id: &Digest, kind: &str, data: &[u8]) -> Result<()> {
-        self.relaxed_conn()
-            .execute(
-                "INSERT OR REPLACE INTO layer_annotations (diff_id, kind, data) VALUES (?1, ?2, ?3)",
-                params![diff_id.to_string(), kind, data],
-            )
-            .map_err(self.db_err())?;
-        Ok(())
+        self.set_annotation(Subject::Layer, diff_id, kind, data)
     }
 
     /// The `kind` annotation of the image with this manifest digest.
     pub fn image_annotation(&self, manifest: &Digest, kind: &str) -> Result<Option<Vec<u8>>> {
+        self.annotation(Subject::Image, manifest, kind)
+    }
+
+    /// Sets the `kind` annotation of an image.
+    pub fn set_image_annotation(&self, manifest: &Digest, kind: &str, data: &[u8]) -> Result<()> {
+        self.set_annotation(Subject::Image, manifest, kind, data)
+    }
+
+    fn annotation(&self, subject: Subject, key: &Digest, kind: &str) -> Result<Option<Vec<u8>>> {
+        let (table, column) = subject.table_and_key();
         self.conn()
             .query_row(
-                "SELECT data FROM image_annotations WHERE manifest_digest = ?1 AND kind = ?2",
-                params![manifest.to_string(), kind],
+                &format!("SELECT data FROM {table} WHERE {column} = ?1 AND kind = ?2"),
+                params![key.to_string(), kind],
                 |row| row.get(0),
             )
             .optional()
             .map_err(self.db_err())
     }
 
-    /// Sets the `kind` annotation of an image.
-    pub fn set_image_annotation(&self, manifest: &Digest, kind: &str, data: &[u8]) -> Result<()> {
+    /// Annotations are derived data: a commit lost to a power cut only costs recomputing.
+    fn set_annotation(
+        &self,
+        subject: Subject,
+        key: &Digest,
+        kind: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        let (table, column) = subject.table_and_key();
         self.relaxed_conn()
             .execute(
-                "INSERT OR REPLACE INTO image_annotations (manifest_digest, kind, data)
-                 VALUES (?1, ?2, ?3)",
-                params![manifest.to_string(), kind, data],
+                &format!(
+                    "INSERT OR REPLACE INTO {table} ({column}, kind, data) VALUES (?1, ?2, ?3)"
+                ),
+                params![key.to_string(), kind, data],
             )
             .map_err(self.db_err())?;
         Ok(())

@@ -106,6 +106,8 @@ impl BlobWriter {
         }
         let final_path = blob_path(&self.blobs_dir, &digest);
         if final_path.exists() {
+            // Another process may have renamed it in and not synced the directory yet.
+            self.dir_unsynced.store(true, Ordering::Release);
             return Ok(BlobInfo { digest, size });
         }
         temp.as_file()
