@@ -11,7 +11,7 @@ use stowage_digest::Digest;
 use stowage_image::{ImageConfig, LayerInfo, Platform, Reference, media_types};
 use stowage_store::ManifestFormat;
 
-use crate::support::docker::{docker_bin, ensure_dockerd};
+use crate::support::docker::{docker_bin, docker_rmi_with, ensure_dockerd};
 use crate::support::registry::{
     FakeRegistry, RegistryProcess, SKOPEO_BIN, SeenRequest, Stowage, busybox_rootfs_tar, describe,
     free_port, http_response, require,
@@ -172,15 +172,11 @@ fn docker_pushed_image_is_pulled_by_stowage_and_stowage_pushes_are_run_by_docker
     );
 
     // docker pulls and runs what stowage pushed.
-    let _ = Command::new(docker_bin())
-        .args(["rmi", "-f", &copy])
-        .output();
+    let _ = docker_rmi_with(&["-f", &copy]);
     docker(&["pull", &copy]);
     let said = docker(&["run", "--rm", &copy, "/bin/echo", "hello from stowage"]);
     assert_eq!(said.trim(), "hello from stowage");
-    let _ = Command::new(docker_bin())
-        .args(["rmi", "-f", &copy, &source])
-        .output();
+    let _ = docker_rmi_with(&["-f", &copy, &source]);
 
     // skopeo copies it to an OCI layout.
     let layout = dir.path().join("oci");

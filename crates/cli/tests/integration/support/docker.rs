@@ -28,7 +28,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 /// Paths (patterns for [`diff_listings`]) that `docker export` adds to or
 /// masks in every container filesystem; [`docker_fs_listing`] drops them.
@@ -68,6 +68,24 @@ pub fn docker_bin() -> PathBuf {
     } else {
         PathBuf::from("docker")
     }
+}
+
+/// Classic builds hold it shared, image removals exclusively. The classic builder takes any
+/// local image with a matching parent and step as its cache (a tagged one, a loaded one),
+/// and a removal of that image while a build uses it fails the build ("unable to find
+/// image", "failed to get digest"): tests run in parallel on one dockerd.
+static IMAGE_REMOVAL: RwLock<()> = RwLock::new(());
+
+/// Runs `docker rmi [ARGS...]` (best effort, for cleanup) while no classic build runs;
+/// the output, or `None` if docker could not be started.
+pub fn docker_rmi_with(args: &[&str]) -> Option<Output> {
+    let _exclusive = IMAGE_REMOVAL.write().unwrap_or_else(|p| p.into_inner());
+    docker()
+        .arg("rmi")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
 }
 
 fn docker() -> Command {
@@ -168,6 +186,7 @@ fn docker_build(
     }
     cmd.arg(context).stdin(Stdio::null());
     let what = describe(&cmd);
+    let _shared = (!buildkit).then(|| IMAGE_REMOVAL.read().unwrap_or_else(|p| p.into_inner()));
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run `{what}`: {e}"))?;
@@ -614,17 +633,13 @@ pub fn docker_run(image: &str, args: &[&str]) -> (i32, String, String) {
 /// test's concurrent build may be using as its parent at that moment (removing them made
 /// that build fail with "failed to get digest ...: no such file").
 pub fn docker_rmi(image: &str) {
-    let out = docker()
-        .args(["rmi", "--no-prune", image])
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => eprintln!(
+    match docker_rmi_with(&["--no-prune", image]) {
+        Some(out) if out.status.success() => {}
+        Some(out) => eprintln!(
             "warning: docker rmi {image}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
-        Err(e) => eprintln!("warning: cannot run docker rmi {image}: {e}"),
+        None => eprintln!("warning: cannot run docker rmi {image}"),
     }
 }
 
