@@ -64,6 +64,10 @@ enum Command {
 /// mimalloc: builds and their reports allocate and free many small records (context
 /// listings, layer entries, paths, digests); it does that with a fraction of the system
 /// allocator's CPU time and page faults (measured on the seed's Step 4 rebuild).
+/// Built with `no_thp`: mimalloc otherwise asks for transparent huge pages on its arenas,
+/// and where THP defrag is `madvise` (Debian's default) each first touch of a 2 MiB region
+/// zeroes it and may stall in direct compaction; that was up to half of an edit-rebuild's
+/// time, and more on a machine whose memory other builders had fragmented.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
