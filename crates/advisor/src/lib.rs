@@ -134,19 +134,95 @@ pub fn scan_details_with(
     reference: &str,
     check: BlobCheck,
 ) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
+    scan_details_from(store, details, reference, check, None)
+}
+
+/// The merged view of an image's lowest layers, scanned ahead of time (while a build
+/// runs, from the image its tag named before) so that a later scan of an image with the
+/// same lower layers only merges the layers above them.
+#[derive(Debug)]
+pub struct LowerLayersScan {
+    diff_ids: Vec<stowage_digest::Digest>,
+    scanner: Scanner,
+}
+
+impl LowerLayersScan {
+    /// Scans the lowest `count` layers of `details` from the store, trusting its blobs
+    /// (see [`BlobCheck::Trust`]). `None` when a layer cannot be read (the later scan then
+    /// starts from the bottom and reports the error itself), or when `stop` is found set
+    /// before a layer.
+    pub fn scan(
+        store: &Store,
+        details: &ImageDetails,
+        count: usize,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<Self> {
+        let lower = details.layers.get(..count)?;
+        let mut scanner = Scanner::new();
+        for (index, layer) in lower.iter().enumerate() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let entries = layer_entries(store, layer, index, "", BlobCheck::Trust).ok()?;
+            scanner.add_entries(entries);
+        }
+        Some(Self {
+            diff_ids: lower.iter().map(|layer| layer.diff_id).collect(),
+            scanner,
+        })
+    }
+
+    /// How many layers it covers.
+    pub fn layers(&self) -> usize {
+        self.diff_ids.len()
+    }
+}
+
+/// [`scan_details_with`], starting from `lower` when its layers are the image's lowest
+/// ones (same diff_ids in the same order); otherwise `lower` is dropped and every layer is
+/// scanned.
+pub fn scan_details_from(
+    store: &Store,
+    details: &ImageDetails,
+    reference: &str,
+    check: BlobCheck,
+    lower: Option<LowerLayersScan>,
+) -> Result<(Vec<LayerSource>, ImageScan), AdvisorError> {
     let sources = layer_sources(details);
     let layers = &details.layers;
-    let mut scanner = Scanner::new();
-    if let [layer] = layers.as_slice() {
-        // One layer: nothing to overlap its reading with.
-        scanner.add_entries(layer_entries(store, layer, 0, reference, check)?);
+    let (mut scanner, first) = match lower {
+        Some(lower)
+            if lower.diff_ids.len() <= layers.len()
+                && lower
+                    .diff_ids
+                    .iter()
+                    .zip(layers)
+                    .all(|(kept, layer)| *kept == layer.diff_id) =>
+        {
+            let first = lower.diff_ids.len();
+            (lower.scanner, first)
+        }
+        _ => (Scanner::new(), 0),
+    };
+    let remaining = &layers[first..];
+    if remaining.len() <= 1 {
+        // At most one layer: nothing to overlap its reading with.
+        for (offset, layer) in remaining.iter().enumerate() {
+            scanner.add_entries(layer_entries(
+                store,
+                layer,
+                first + offset,
+                reference,
+                check,
+            )?);
+        }
         return Ok((sources, scanner.finish()));
     }
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for (index, layer) in layers.iter().enumerate() {
-                let entries = layer_entries(store, layer, index, reference, check);
+            for (offset, layer) in remaining.iter().enumerate() {
+                let entries = layer_entries(store, layer, first + offset, reference, check);
                 let failed = entries.is_err();
                 if sender.send(entries).is_err() || failed {
                     return;

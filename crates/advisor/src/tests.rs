@@ -366,3 +366,107 @@ fn a_truncated_layer_is_an_error() {
     let mut scanner = Scanner::new();
     assert!(scanner.add_layer(&bytes[..700]).is_err());
 }
+
+/// Stores each (uncompressed) layer tar and commits an image over them under `tag`.
+fn store_image(
+    store: &stowage_store::Store,
+    layers: &[&Vec<u8>],
+    tag: &str,
+) -> stowage_store::ImageDetails {
+    use stowage_digest::Digest;
+    use stowage_image::{ImageConfig, LayerInfo, Platform, Reference, media_types};
+    let infos: Vec<LayerInfo> = layers
+        .iter()
+        .map(|bytes| {
+            let blob = store
+                .put_blob_bytes(bytes, Some(Digest::of(bytes)))
+                .expect("store layer");
+            LayerInfo {
+                diff_id: blob.digest,
+                blob_digest: blob.digest,
+                media_type: media_types::OCI_LAYER_TAR.to_owned(),
+                compressed_size: blob.size,
+                uncompressed_size: Some(blob.size),
+            }
+        })
+        .collect();
+    let mut config = ImageConfig::scratch(&Platform::native());
+    config.rootfs.diff_ids = infos.iter().map(|layer| layer.diff_id).collect();
+    store
+        .commit_config(
+            &config,
+            infos,
+            vec![Reference::parse(tag).expect("tag")],
+            stowage_store::ManifestFormat::Oci,
+        )
+        .expect("commit image");
+    store.image(tag).expect("image")
+}
+
+fn analysis_of(
+    store: &stowage_store::Store,
+    details: &stowage_store::ImageDetails,
+    lower: Option<crate::LowerLayersScan>,
+) -> crate::Analysis {
+    let (sources, scan) =
+        crate::scan_details_from(store, details, "image", crate::BlobCheck::Trust, lower)
+            .expect("scan");
+    analyze_scan("image", "id", &sources, &scan, 10)
+}
+
+#[test]
+fn a_scan_of_the_lower_layers_ahead_gives_the_full_scan_and_only_where_it_fits() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = stowage_store::Store::open(dir.path()).expect("store");
+    let base = layer(&[
+        Item::Dir("etc"),
+        Item::File("etc/conf", BIG, 0o644, 0),
+        Item::File("etc/old", OTHER, 0o644, 0),
+        Item::File("var/cache/apt/pkg.deb", BIG, 0o644, 0),
+    ]);
+    let middle = layer(&[
+        Item::File("etc/conf", OTHER, 0o644, 0),
+        Item::File("app/lib.py", BIG, 0o644, 0),
+    ]);
+    let top = layer(&[Item::File("app/main.py", b"print(1)", 0o644, 0)]);
+    // The edit: a new top layer that also deletes and rewrites lower files.
+    let edited_top = layer(&[
+        Item::File("app/main.py", b"print(2)", 0o755, 0),
+        Item::Whiteout("etc/.wh.old"),
+        Item::File("app/lib.py", BIG, 0o600, 1000),
+    ]);
+    let before = store_image(&store, &[&base, &middle, &top], "app:1");
+    let after = store_image(&store, &[&base, &middle, &edited_top], "app:2");
+    let stop = AtomicBool::new(false);
+
+    let lower = crate::LowerLayersScan::scan(&store, &before, 2, &stop).expect("lower scan");
+    assert_eq!(lower.layers(), 2);
+    let full = analysis_of(&store, &after, None);
+    assert_eq!(analysis_of(&store, &after, Some(lower)), full);
+    assert!(full.totals.reclaimable_bytes > 0, "{:?}", full.totals);
+    // The lower scan really stands in for those layers: one claiming them but holding
+    // nothing changes the result.
+    let hollow = || crate::LowerLayersScan {
+        diff_ids: after.layers[..2].iter().map(|l| l.diff_id).collect(),
+        scanner: Scanner::new(),
+    };
+    assert_ne!(analysis_of(&store, &after, Some(hollow())), full);
+
+    // Lower layers that are not the image's own (other order) are dropped, not merged.
+    let reordered = store_image(&store, &[&middle, &base, &edited_top], "app:3");
+    assert_eq!(
+        analysis_of(&store, &reordered, Some(hollow())),
+        analysis_of(&store, &reordered, None)
+    );
+    // Nor do more lower layers than the image has.
+    let short = store_image(&store, &[&base], "app:4");
+    assert_eq!(
+        analysis_of(&store, &short, Some(hollow())),
+        analysis_of(&store, &short, None)
+    );
+
+    // A stopped scan gives up before its next layer.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(crate::LowerLayersScan::scan(&store, &before, 2, &stop).is_none());
+}

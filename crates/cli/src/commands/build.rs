@@ -295,6 +295,12 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             stowage_distribution::PullPolicy::Missing
         },
     };
+    let wants_report = !args.dry_run && !args.no_report && (!args.quiet || args.report.is_some());
+    let lower_layers = if wants_report {
+        crate::commands::report::LowerLayersAhead::start(&store, &tags)
+    } else {
+        None
+    };
     let started = Instant::now();
     let result = stowage_solver::build(&store, &request, &images as &dyn ImageSource, &printer);
     printer.finish_live();
@@ -310,7 +316,6 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     // The report's lint: given the big files of the context when the build walked all of
     // it, its context rules need no walk of their own.
-    let wants_report = !args.no_report && (!args.quiet || args.report.is_some());
     let report_lint = || {
         let mut options = lint_options.clone();
         options.context_large_files = result.context_large_files.clone();
@@ -353,7 +358,13 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     if args.quiet {
         if let Some(path) = &args.report {
             let lint = report_lint();
-            let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+            let report = crate::commands::report::measure(
+                &store,
+                &result,
+                lint.as_ref(),
+                elapsed,
+                lower_layers,
+            )?;
             crate::commands::report::save(&report, path)?;
         }
         println!("{id}");
@@ -409,7 +420,13 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     if wants_report {
         let lint = report_lint();
-        let report = crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed)?;
+        let report = crate::commands::report::measure(
+            &store,
+            &result,
+            lint.as_ref(),
+            elapsed,
+            lower_layers,
+        )?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {
             crate::commands::report::save(&report, path)?;

@@ -4,10 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use stowage_advisor::LowerLayersScan;
 use stowage_advisor::report::{BuildReport, StepInfo, build_report};
+use stowage_image::Reference;
 use stowage_lint::{LintOptions, LintReport};
 use stowage_solver::{BuildResult, DockerfileInput, StepOutcome};
 use stowage_store::Store;
@@ -67,12 +72,65 @@ fn outcome_name(outcome: &StepOutcome) -> &'static str {
     }
 }
 
+/// The build report scans the built image's layers. An edit-rebuild changes only its top
+/// layer, so while the build runs, a thread of its own (with its own store connection, at
+/// the lowest priority) scans all but the top layer of the image the first tag names now;
+/// the report then merges only the layers above them, or, when the new image does not
+/// share them, drops this scan and does its own.
+pub struct LowerLayersAhead {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<LowerLayersScan>>>,
+}
+
+impl LowerLayersAhead {
+    /// Starts the scan; `None` when there is nothing to scan ahead (no tag) or no thread.
+    pub fn start(store: &Store, tags: &[Reference]) -> Option<Self> {
+        let tag = tags.first()?.to_string();
+        let store = store.another_handle().ok()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("report-lower-layers".to_owned())
+            .spawn(move || {
+                // Only spare CPU: the build's own threads come first (failing to lower
+                // the priority only makes the scan compete with them).
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                let details = store.image(&tag).ok()?;
+                let count = details.layers.len().checked_sub(1).filter(|&n| n > 0)?;
+                LowerLayersScan::scan(&store, &details, count, &stop_seen)
+            })
+            .ok()?;
+        Some(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the scan. A scan that failed only costs the report a full scan.
+    pub fn finish(mut self) -> Option<LowerLayersScan> {
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for LowerLayersAhead {
+    /// An unused scan stops at its next layer; its thread is waited for, so that its store
+    /// connection is closed before the build's (the last one closed folds the WAL back
+    /// into the database).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Analyses the image the build made and measures the report's findings.
 pub fn measure(
     store: &Store,
     result: &BuildResult,
     lint: Option<&LintReport>,
     elapsed: Duration,
+    lower_layers: Option<LowerLayersAhead>,
 ) -> anyhow::Result<BuildReport> {
     let manifest_digest = result
         .manifest_digest
@@ -91,11 +149,13 @@ pub fn measure(
                 .image_by_manifest(&manifest_digest)
                 .context("loading the built image for the build report")?;
             let name = details.id.to_string();
-            let (sources, scan) = stowage_advisor::scan_details_with(
+            let lower = lower_layers.and_then(LowerLayersAhead::finish);
+            let (sources, scan) = stowage_advisor::scan_details_from(
                 store,
                 &details,
                 &name,
                 stowage_advisor::BlobCheck::Trust,
+                lower,
             )?;
             let analysis = stowage_advisor::analyze_scan(
                 &name,

@@ -137,6 +137,22 @@ impl Store {
         Ok(store)
     }
 
+    /// Another handle on this open store with a database connection of its own: for a
+    /// thread whose queries should neither wait for this handle's connection nor make it
+    /// wait (SQLite's WAL lets readers run beside a writer). Opening it touches nothing
+    /// on disk.
+    pub fn another_handle(&self) -> Result<Self> {
+        Ok(Self {
+            root: self.root.clone(),
+            blobs_dir: self.blobs_dir.clone(),
+            tmp_dir: self.tmp_dir.clone(),
+            layers_dir: self.layers_dir.clone(),
+            db_path: self.db_path.clone(),
+            conn: Mutex::new(db::connect(&self.db_path)?),
+            blobs_dir_unsynced: self.blobs_dir_unsynced.clone(),
+        })
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root

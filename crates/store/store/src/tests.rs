@@ -802,3 +802,25 @@ fn reference_with_digest_resolves_only_the_manifest() {
     assert_eq!(store.resolve("d:1").unwrap(), image);
     assert_verified(&store);
 }
+
+#[test]
+fn another_handle_reads_what_the_first_commits_without_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let layer = put_layer(&store, "f", b"x");
+    commit(&store, vec![layer.clone()], &["app:1"], "one");
+    let other = store.another_handle().unwrap();
+    assert_eq!(other.image("app:1").unwrap().layers, vec![layer.clone()]);
+    // A read transaction held open on the first handle's connection blocks neither the
+    // other handle's reads nor its writes (WAL), and each sees the other's commits.
+    let conn = store.conn();
+    conn.execute_batch("BEGIN; SELECT count(*) FROM images;")
+        .unwrap();
+    commit(&other, vec![layer.clone()], &["app:2"], "two");
+    assert_eq!(other.list_images().unwrap().len(), 2);
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    assert_eq!(store.list_images().unwrap().len(), 2);
+    drop(other);
+    assert_verified(&store);
+}
