@@ -45,6 +45,10 @@ use crate::writer::{LayerWriteError, LayerWriterOptions, TarStats, write_layer_t
 pub const GZIP_CHUNK_SIZE: usize = 256 * 1024;
 /// Fewest bytes of input in a gzip chunk before a content-defined cut may end it.
 const GZIP_MIN_CHUNK: usize = 64 * 1024;
+/// A chunk this small (only a stream's last one can be) is deflated in less time than a
+/// memo lookup takes (the memo may first have to open its index): it is neither looked up
+/// nor reported for remembering.
+const MEMO_MIN_INPUT: usize = 16 * 1024;
 /// Cuts fall only on multiples of this (the tar block size) from the chunk's start.
 const CUT_BLOCK: usize = 512;
 /// Bytes of a block that decide whether a chunk ends before it.
@@ -604,7 +608,7 @@ fn produce_chunk(
     last: bool,
 ) -> io::Result<CompressedChunk> {
     let window = dictionary_window(previous);
-    let Some(memo) = memo else {
+    let Some(memo) = memo.filter(|_| input.len() >= MEMO_MIN_INPUT) else {
         return compress_chunk(level, input, window, last);
     };
     let key = memo_key(level, last, window, input);
@@ -1015,7 +1019,12 @@ mod tests {
             "a memo must not change bytes"
         );
         assert_eq!(stats.reused, 0);
-        assert_eq!(chunks.len() as u64, stats.compressed);
+        // Every chunk is reported but a last one too small to look up.
+        assert!(
+            [stats.compressed, stats.compressed - 1].contains(&(chunks.len() as u64)),
+            "{} chunks reported of {stats:?}",
+            chunks.len()
+        );
         assert!(
             chunks.len() > 10,
             "content-defined chunks: {}",
@@ -1033,6 +1042,34 @@ mod tests {
                 "threads {threads}: {stats:?} of {} chunks",
                 chunks.len()
             );
+        }
+    }
+
+    #[test]
+    fn a_chunk_smaller_than_a_lookup_is_worth_is_only_deflated() {
+        struct CountingMemo(std::sync::atomic::AtomicUsize);
+        impl DeflateMemo for CountingMemo {
+            fn find(&self, _: &DeflateChunkKey) -> Option<Vec<u8>> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        }
+        for (size, lookups) in [(MEMO_MIN_INPUT - 1, 0), (MEMO_MIN_INPUT, 1)] {
+            let data = sample_data(size);
+            let memo = Arc::new(CountingMemo(Default::default()));
+            let mut writer = ParallelGzipWriter::with_memo(
+                Vec::new(),
+                6,
+                2,
+                Some(Arc::clone(&memo) as Arc<dyn DeflateMemo>),
+            )
+            .expect("gzip writer");
+            writer.write_all(&data).expect("write");
+            let (bytes, chunks, stats) = writer.finish_with_chunks().expect("finish");
+            assert_eq!(bytes, gzip_with_threads(&data, 6, 1), "size {size}");
+            assert_eq!(memo.0.load(std::sync::atomic::Ordering::Relaxed), lookups);
+            assert_eq!(chunks.len(), lookups, "size {size}");
+            assert_eq!(stats.compressed, 1);
         }
     }
 
