@@ -393,8 +393,18 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         human_size(size),
         human_size(compressed),
     );
+    // The layers of the image made by its steps (an earlier stage's layers are not in it).
+    let in_image: std::collections::BTreeSet<_> = result
+        .layers
+        .iter()
+        .map(|layer| layer.blob_digest)
+        .collect();
     for step in &result.steps {
-        if let Some(layer) = &step.layer {
+        if let Some(layer) = step
+            .layer
+            .as_ref()
+            .filter(|layer| in_image.contains(&layer.blob_digest))
+        {
             errln!(
                 "  layer {:>10} ({:>10} compressed)  {}",
                 layer

@@ -1594,6 +1594,18 @@ ENTRYPOINT [\"/usr/local/bin/hello\"]
         "only the binary's layer: {:?}",
         image.layers
     );
+    // The summary lists the image's layers, not the build stage's.
+    let layer_lines: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("  layer "))
+        .collect();
+    assert!(
+        layer_lines.len() == 1
+            && layer_lines[0].ends_with("COPY --from=build /src/hello /usr/local/bin/hello"),
+        "{}",
+        ran.both()
+    );
     let mut cmd = stowage(env.root());
     cmd.args(["run", "--rm", "hello:ms"]);
     let ran = run(cmd);
