@@ -85,8 +85,11 @@ pub struct LowerLayersAhead {
 impl LowerLayersAhead {
     /// Starts the scan; `None` when there is nothing to scan ahead (no tag) or no thread.
     pub fn start(store: &Store, tags: &[Reference]) -> Option<Self> {
+        if std::env::var_os("NOAHEAD").is_some() {
+            return None;
+        }
         let tag = tags.first()?.to_string();
-        let store = store.another_handle().ok()?;
+        let source = store.handle_source();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_seen = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -95,6 +98,7 @@ impl LowerLayersAhead {
                 // Only spare CPU: the build's own threads come first (failing to lower
                 // the priority only makes the scan compete with them).
                 let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                let store = source.open().ok()?;
                 let details = store.image(&tag).ok()?;
                 let count = details.layers.len().checked_sub(1).filter(|&n| n > 0)?;
                 LowerLayersScan::scan(&store, &details, count, &stop_seen)

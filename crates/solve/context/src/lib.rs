@@ -518,8 +518,11 @@ impl Context {
         // One thread more than there are cores: when a thread is preempted or its last
         // subtree is big, the others still keep every core busy (measured: 2 cores, 3
         // threads gave the steadiest and fastest walk of a 20,000-file context).
-        let threads =
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_add(1).min(8));
+        // The count is asked once: the standard library reads cgroup files on each call.
+        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let threads = *THREADS.get_or_init(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_add(1).min(8))
+        });
         let mut listings = prefetch::prefetch_listings(self, rel, threads);
         self.walk_children(rel, visit, visit_listing, &mut listings)
     }

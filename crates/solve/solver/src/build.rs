@@ -564,10 +564,7 @@ fn run_stages(
     bases: &BTreeMap<usize, Base>,
 ) -> Result<(), BuildError> {
     let deps = stage_dependencies(program, expanded, needed);
-    let parallel = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(1);
+    let parallel = stowage_archive::available_cores();
     let mut done: BTreeSet<usize> = BTreeSet::new();
     while done.len() < needed.len() {
         let ready: Vec<usize> = needed

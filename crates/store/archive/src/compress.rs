@@ -98,9 +98,14 @@ pub struct LayerDigests {
 
 /// Threads used for compression by default: the available cores, at most 4.
 pub fn default_compression_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|cores| cores.get().min(4))
-        .unwrap_or(1)
+    available_cores().min(4)
+}
+
+/// The cores this process may use (1 when unknown), asked once: on Linux the standard
+/// library reads the cgroup's CPU quota files on each call.
+pub fn available_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Writes `src_dir` as a compressed layer into `out`, computing the diff_id and the blob digest

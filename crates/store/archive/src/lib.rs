@@ -32,8 +32,9 @@ pub use apply::{
 };
 pub use compress::{
     CompressingWriter, Compression, DeflateChunkKey, DeflateMemo, DeflatedChunk,
-    DetectedCompression, GzipChunkStats, LayerDigests, ParallelGzipWriter, decompressing_reader,
-    default_compression_threads, detect_compression, write_layer, write_layer_with_threads,
+    DetectedCompression, GzipChunkStats, LayerDigests, ParallelGzipWriter, available_cores,
+    decompressing_reader, default_compression_threads, detect_compression, write_layer,
+    write_layer_with_threads,
 };
 pub use image_archive::{
     ArchiveIndex, ArchiveIndexError, ArchiveWriter, ArchiveWriterError, IndexedEntry,

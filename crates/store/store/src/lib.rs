@@ -100,6 +100,34 @@ pub struct Store {
     blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// See [`Store::handle_source`].
+#[derive(Debug, Clone)]
+pub struct HandleSource {
+    root: PathBuf,
+    blobs_dir: PathBuf,
+    tmp_dir: PathBuf,
+    layers_dir: PathBuf,
+    db_path: PathBuf,
+    blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HandleSource {
+    /// The handle, with a new connection to the store's database. Opening it touches
+    /// nothing on disk.
+    pub fn open(self) -> Result<Store> {
+        let conn = db::connect(&self.db_path)?;
+        Ok(Store {
+            root: self.root,
+            blobs_dir: self.blobs_dir,
+            tmp_dir: self.tmp_dir,
+            layers_dir: self.layers_dir,
+            db_path: self.db_path,
+            conn: Mutex::new(conn),
+            blobs_dir_unsynced: self.blobs_dir_unsynced,
+        })
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("root", &self.root).finish()
@@ -137,20 +165,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Another handle on this open store with a database connection of its own: for a
-    /// thread whose queries should neither wait for this handle's connection nor make it
-    /// wait (SQLite's WAL lets readers run beside a writer). Opening it touches nothing
-    /// on disk.
-    pub fn another_handle(&self) -> Result<Self> {
-        Ok(Self {
+    /// What another handle on this open store is made from: sent to another thread, it
+    /// opens there a handle with a database connection of its own ([`HandleSource::open`]),
+    /// for queries that should neither wait for this handle's connection nor make it wait
+    /// (SQLite's WAL lets readers run beside a writer).
+    pub fn handle_source(&self) -> HandleSource {
+        HandleSource {
             root: self.root.clone(),
             blobs_dir: self.blobs_dir.clone(),
             tmp_dir: self.tmp_dir.clone(),
             layers_dir: self.layers_dir.clone(),
             db_path: self.db_path.clone(),
-            conn: Mutex::new(db::connect(&self.db_path)?),
             blobs_dir_unsynced: self.blobs_dir_unsynced.clone(),
-        })
+        }
     }
 
     /// The root directory.

@@ -804,12 +804,12 @@ fn reference_with_digest_resolves_only_the_manifest() {
 }
 
 #[test]
-fn another_handle_reads_what_the_first_commits_without_waiting_for_it() {
+fn a_second_handle_reads_what_the_first_commits_without_waiting_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let layer = put_layer(&store, "f", b"x");
     commit(&store, vec![layer.clone()], &["app:1"], "one");
-    let other = store.another_handle().unwrap();
+    let other = store.handle_source().open().unwrap();
     assert_eq!(other.image("app:1").unwrap().layers, vec![layer.clone()]);
     // A read transaction held open on the first handle's connection blocks neither the
     // other handle's reads nor its writes (WAL), and each sees the other's commits.
