@@ -131,11 +131,13 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
         .map_err(db_err)?;
     tx.execute_batch(crate::annotations::ANNOTATION_SCHEMA)
         .map_err(db_err)?;
+    tx.execute_batch(crate::layout::INDEX_STATE_SCHEMA)
+        .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     Ok(conn)
 }
 
-/// The tables and indexes the store's schema creates, by name.
+/// The tables, indexes and triggers the store's schema creates, by name.
 fn schema_objects() -> Vec<&'static str> {
     let mut names = Vec::new();
     for sql in [
@@ -143,6 +145,7 @@ fn schema_objects() -> Vec<&'static str> {
         crate::cache::CACHE_SCHEMA,
         crate::deflate_memo::DEFLATE_CHUNK_SCHEMA,
         crate::annotations::ANNOTATION_SCHEMA,
+        crate::layout::INDEX_STATE_SCHEMA,
     ] {
         let mut words = sql.split_whitespace();
         while let Some(word) = words.next() {
@@ -162,12 +165,14 @@ fn schema_objects() -> Vec<&'static str> {
     names
 }
 
-/// Whether the database already holds this version's schema, every table and index of it.
+/// Whether the database already holds this version's schema, every table, index and
+/// trigger of it.
 fn schema_is_current(conn: &Connection) -> rusqlite::Result<bool> {
     let names = schema_objects();
     let present: i64 = conn.query_row(
         &format!(
-            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name IN ({})",
+            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')
+             AND name IN ({})",
             vec!["?"; names.len()].join(", ")
         ),
         rusqlite::params_from_iter(names.iter()),
@@ -188,7 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_schema_check_knows_every_table_and_index() {
+    fn the_schema_check_knows_every_table_index_and_trigger() {
         let names = schema_objects();
         for expected in [
             "schema_version",
@@ -199,6 +204,8 @@ mod tests {
             "deflate_chunks",
             "deflate_chunks_by_blob",
             "layer_annotations",
+            "index_state",
+            "index_state_tag_removed",
         ] {
             assert!(
                 names.contains(&expected),

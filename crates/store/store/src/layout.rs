@@ -23,6 +23,31 @@ use crate::Store;
 use crate::blob::sync_dir;
 use crate::error::{Result, StoreError, io_err};
 
+/// SQL tracking whether `index.json` is current (idempotent; part of the schema): every
+/// change to `images` or `tags` bumps `generation`; `written` is the generation the file
+/// was last written (or found right) for. Opening a store whose two agree, with the file
+/// there, skips rebuilding the index from every image.
+pub(crate) const INDEX_STATE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS index_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    written    INTEGER
+);
+INSERT OR IGNORE INTO index_state (id, generation, written) VALUES (1, 1, NULL);
+CREATE TRIGGER IF NOT EXISTS index_state_image_added AFTER INSERT ON images
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+CREATE TRIGGER IF NOT EXISTS index_state_image_changed AFTER UPDATE ON images
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+CREATE TRIGGER IF NOT EXISTS index_state_image_removed AFTER DELETE ON images
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+CREATE TRIGGER IF NOT EXISTS index_state_tag_added AFTER INSERT ON tags
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+CREATE TRIGGER IF NOT EXISTS index_state_tag_changed AFTER UPDATE ON tags
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+CREATE TRIGGER IF NOT EXISTS index_state_tag_removed AFTER DELETE ON tags
+    BEGIN UPDATE index_state SET generation = generation + 1; END;
+";
+
 /// Writes `bytes` to `path` via a temp file in `tmp_dir`: write, fsync, rename, fsync dir.
 pub(crate) fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut temp = tempfile::Builder::new()
@@ -45,9 +70,19 @@ pub(crate) fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Res
 impl Store {
     /// The `index.json` the database currently implies.
     pub(crate) fn expected_index(&self) -> Result<Vec<u8>> {
-        let conn = self.conn();
+        Ok(self.expected_index_and_generation()?.0)
+    }
+
+    /// The `index.json` the database currently implies, and the index generation it is
+    /// for (read in the same transaction).
+    fn expected_index_and_generation(&self) -> Result<(Vec<u8>, i64)> {
+        let mut conn = self.conn();
         let db_err = self.db_err();
-        let mut statement = conn
+        let tx = conn.transaction().map_err(&db_err)?;
+        let generation: i64 = tx
+            .query_row("SELECT generation FROM index_state", [], |row| row.get(0))
+            .map_err(&db_err)?;
+        let mut statement = tx
             .prepare(
                 "SELECT t.reference, i.manifest_digest, i.manifest_media_type, i.manifest_size,
                         i.os, i.architecture, i.variant
@@ -89,7 +124,20 @@ impl Store {
             }
             manifests.push(descriptor);
         }
-        Ok(ImageIndex::oci(manifests).to_canonical_json()?)
+        Ok((ImageIndex::oci(manifests).to_canonical_json()?, generation))
+    }
+
+    /// Whether `index.json` is there and was written for the database's current state.
+    pub(crate) fn index_is_current(&self) -> Result<bool> {
+        let in_step: bool = self
+            .conn()
+            .query_row(
+                "SELECT written IS NOT NULL AND written = generation FROM index_state",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(self.db_err())?;
+        Ok(in_step && self.root.join("index.json").is_file())
     }
 
     /// Rewrites `index.json` from the database if it differs. Serialized across processes
@@ -99,14 +147,21 @@ impl Store {
         // The shared store lock keeps an idle-store opener from deleting our temp file.
         let _lease = self.lease()?;
         let _guard = crate::lock::exclusive(&self.index_lock_path())?;
-        let expected = self.expected_index()?;
+        let (expected, generation) = self.expected_index_and_generation()?;
         let path = self.root.join("index.json");
-        match fs::read(&path) {
-            Ok(current) if current == expected => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let current = match fs::read(&path) {
+            Ok(current) => current == expected,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        if !current {
+            write_atomically(&self.tmp_dir, &path, &expected)?;
         }
-        write_atomically(&self.tmp_dir, &path, &expected)
+        // Only bookkeeping (still under index.lock, so a later generation is never
+        // overwritten by an earlier one): lost, it costs the next open a rebuild.
+        self.relaxed_conn()
+            .execute("UPDATE index_state SET written = ?1", [generation])
+            .map_err(self.db_err())?;
+        Ok(())
     }
 }

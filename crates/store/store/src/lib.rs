@@ -137,7 +137,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the store at `root`, creating the layout if needed. When no other process is
     /// using the store, stale temporary files are removed; `index.json` is brought in line
-    /// with the database in any case.
+    /// with the database unless the database records that it already is.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_owned();
         let blobs_dir = root.join("blobs").join("sha256");
@@ -161,7 +161,9 @@ impl Store {
         if let Some(_exclusive) = lock::try_exclusive(&store.lock_path())? {
             store.clean_tmp()?;
         }
-        store.regenerate_index()?;
+        if !store.index_is_current()? {
+            store.regenerate_index()?;
+        }
         Ok(store)
     }
 

@@ -824,3 +824,71 @@ fn a_second_handle_reads_what_the_first_commits_without_waiting_for_it() {
     drop(other);
     assert_verified(&store);
 }
+
+#[test]
+fn index_json_is_rebuilt_at_open_only_when_the_database_moved_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_path = dir.path().join("index.json");
+    let listed = |store: &Store| -> Vec<String> {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+        assert_eq!(
+            std::fs::read(&index_path).unwrap(),
+            store.expected_index().unwrap()
+        );
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["annotations"][media_types::ANNOTATION_REF_NAME].as_str())
+            .map(str::to_owned)
+            .collect()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let layer = put_layer(&store, "f", b"x");
+    commit(&store, vec![layer], &["app:1"], "one");
+    assert!(store.index_is_current().unwrap());
+    assert_eq!(listed(&store), ["docker.io/library/app:1"]);
+
+    // A change the file never saw (as if the process died between the database commit
+    // and the index write) is caught by the generation triggers at the next open.
+    store
+        .conn()
+        .execute(
+            "INSERT INTO tags (reference, manifest_digest, updated_unix)
+             SELECT 'docker.io/library/app:2', manifest_digest, 0 FROM images",
+            [],
+        )
+        .unwrap();
+    assert!(!store.index_is_current().unwrap());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.index_is_current().unwrap());
+    assert_eq!(
+        listed(&store),
+        ["docker.io/library/app:1", "docker.io/library/app:2"]
+    );
+
+    // An open of a current store leaves the file alone; a missing file is written again.
+    let before = std::fs::metadata(&index_path).unwrap().modified().unwrap();
+    drop(store);
+    std::thread::sleep(Duration::from_millis(20));
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&index_path).unwrap().modified().unwrap(),
+        before
+    );
+    drop(store);
+    std::fs::remove_file(&index_path).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        listed(&store),
+        ["docker.io/library/app:1", "docker.io/library/app:2"]
+    );
+    // Deleting an image (cascading to its tags) moves the generation too.
+    store.remove_image("app:1", false).unwrap();
+    store.remove_image("app:2", false).unwrap();
+    assert!(store.index_is_current().unwrap());
+    assert!(listed(&store).is_empty());
+    assert_verified(&store);
+}
