@@ -5,7 +5,7 @@
 //! insertion order; this module sorts explicitly instead of relying on the map type.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Why a value could not be turned into canonical JSON.
 #[derive(Debug, thiserror::Error)]
@@ -14,33 +14,23 @@ pub struct CanonicalJsonError(#[from] serde_json::Error);
 
 /// Serializes `value` to canonical JSON bytes (sorted keys, compact).
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalJsonError> {
-    let tree = serde_json::to_value(value)?;
-    let sorted = canonicalize_value(tree);
-    Ok(serde_json::to_vec(&sorted)?)
+    let mut tree = serde_json::to_value(value)?;
+    tree.sort_all_objects();
+    Ok(serde_json::to_vec(&tree)?)
 }
 
-/// Returns `value` with the keys of every object (recursively) in sorted order.
-pub fn canonicalize_value(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut sorted = Map::with_capacity(entries.len());
-            for (key, child) in entries {
-                sorted.insert(key, canonicalize_value(child));
-            }
-            Value::Object(sorted)
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonicalize_value).collect()),
-        other => other,
-    }
+/// Returns `value` with the keys of every object (recursively) in sorted order (sorted in
+/// place: no map is built again).
+pub fn canonicalize_value(mut value: Value) -> Value {
+    value.sort_all_objects();
+    value
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     #[test]
     fn sorts_nested_keys_and_is_compact() {
