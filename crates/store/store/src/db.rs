@@ -3,7 +3,7 @@
 //! is regenerated from it.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -58,6 +58,30 @@ CREATE TABLE unpacked_layers (
 );
 ";
 
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Switches the connection to WAL (a no-op once the database file is in WAL mode).
+/// SQLite does not call the busy handler for this pragma: while another connection holds
+/// a lock on a new database (converting it to WAL itself, say) it fails at once with
+/// SQLITE_BUSY, so it is retried here, with short pauses, for up to [`BUSY_TIMEOUT`].
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Opens a connection to the database (creating the file if needed) with the store's
 /// settings, without touching the schema.
 pub(crate) fn connect(path: &Path) -> Result<Connection> {
@@ -66,9 +90,8 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
         source,
     };
     let conn = Connection::open(path).map_err(db_err)?;
-    conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    use_wal(&conn).map_err(db_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
