@@ -314,12 +314,14 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     let elapsed = started.elapsed();
-    // The report's lint: given the big files of the context when the build walked all of
-    // it, its context rules need no walk of their own.
-    let report_lint = || {
+    // The report, measured once at most (it takes the scan of the lower layers begun
+    // before the build). Its lint: given the big files of the context when the build
+    // walked all of it, its context rules need no walk of their own.
+    let measure_report = || {
         let mut options = lint_options.clone();
         options.context_large_files = result.context_large_files.clone();
-        crate::commands::report::lint(&dockerfile, &options)
+        let lint = crate::commands::report::lint(&dockerfile, &options);
+        crate::commands::report::measure(&store, &result, lint.as_ref(), elapsed, lower_layers)
     };
 
     // The context's size, as `docker build` reports what it sends: from the
@@ -357,15 +359,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     }
     if args.quiet {
         if let Some(path) = &args.report {
-            let lint = report_lint();
-            let report = crate::commands::report::measure(
-                &store,
-                &result,
-                lint.as_ref(),
-                elapsed,
-                lower_layers,
-            )?;
-            crate::commands::report::save(&report, path)?;
+            crate::commands::report::save(&measure_report()?, path)?;
         }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -429,14 +423,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         }
     }
     if wants_report {
-        let lint = report_lint();
-        let report = crate::commands::report::measure(
-            &store,
-            &result,
-            lint.as_ref(),
-            elapsed,
-            lower_layers,
-        )?;
+        let report = measure_report()?;
         eprint!("{}", stowage_advisor::report::render_report_text(&report));
         if let Some(path) = &args.report {
             crate::commands::report::save(&report, path)?;

@@ -85,9 +85,6 @@ pub struct LowerLayersAhead {
 impl LowerLayersAhead {
     /// Starts the scan; `None` when there is nothing to scan ahead (no tag) or no thread.
     pub fn start(store: &Store, tags: &[Reference]) -> Option<Self> {
-        if std::env::var_os("NOAHEAD").is_some() {
-            return None;
-        }
         let tag = tags.first()?.to_string();
         let source = store.handle_source();
         let stop = Arc::new(AtomicBool::new(false));

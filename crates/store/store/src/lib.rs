@@ -100,14 +100,13 @@ pub struct Store {
     blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The database file under the store's root.
+const DB_FILE: &str = "meta.db";
+
 /// See [`Store::handle_source`].
 #[derive(Debug, Clone)]
 pub struct HandleSource {
     root: PathBuf,
-    blobs_dir: PathBuf,
-    tmp_dir: PathBuf,
-    layers_dir: PathBuf,
-    db_path: PathBuf,
     blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -115,16 +114,12 @@ impl HandleSource {
     /// The handle, with a new connection to the store's database. Opening it touches
     /// nothing on disk.
     pub fn open(self) -> Result<Store> {
-        let conn = db::connect(&self.db_path)?;
-        Ok(Store {
-            root: self.root,
-            blobs_dir: self.blobs_dir,
-            tmp_dir: self.tmp_dir,
-            layers_dir: self.layers_dir,
-            db_path: self.db_path,
-            conn: Mutex::new(conn),
-            blobs_dir_unsynced: self.blobs_dir_unsynced,
-        })
+        let conn = db::connect(&self.root.join(DB_FILE))?;
+        Ok(Store::with_connection(
+            self.root,
+            conn,
+            self.blobs_dir_unsynced,
+        ))
     }
 }
 
@@ -140,23 +135,12 @@ impl Store {
     /// with the database unless the database records that it already is.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_owned();
-        let blobs_dir = root.join("blobs").join("sha256");
-        let tmp_dir = root.join("tmp");
-        let layers_dir = root.join(LAYERS_DIR);
-        for dir in [&root, &blobs_dir, &tmp_dir, &layers_dir] {
+        fs::create_dir_all(&root).map_err(io_err("creating directory", &root))?;
+        let conn = db::open(&root.join(DB_FILE))?;
+        let store = Self::with_connection(root, conn, Default::default());
+        for dir in [&store.blobs_dir, &store.tmp_dir, &store.layers_dir] {
             fs::create_dir_all(dir).map_err(io_err("creating directory", dir))?;
         }
-        let db_path = root.join("meta.db");
-        let conn = db::open(&db_path)?;
-        let store = Self {
-            root,
-            blobs_dir,
-            tmp_dir,
-            layers_dir,
-            db_path,
-            conn: Mutex::new(conn),
-            blobs_dir_unsynced: Default::default(),
-        };
         store.ensure_oci_layout_file()?;
         if let Some(_exclusive) = lock::try_exclusive(&store.lock_path())? {
             store.clean_tmp()?;
@@ -167,6 +151,23 @@ impl Store {
         Ok(store)
     }
 
+    /// The handle on the layout under `root` that uses `conn`.
+    fn with_connection(
+        root: PathBuf,
+        conn: Connection,
+        blobs_dir_unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self {
+            blobs_dir: root.join("blobs").join("sha256"),
+            tmp_dir: root.join("tmp"),
+            layers_dir: root.join(LAYERS_DIR),
+            db_path: root.join(DB_FILE),
+            root,
+            conn: Mutex::new(conn),
+            blobs_dir_unsynced,
+        }
+    }
+
     /// What another handle on this open store is made from: sent to another thread, it
     /// opens there a handle with a database connection of its own ([`HandleSource::open`]),
     /// for queries that should neither wait for this handle's connection nor make it wait
@@ -174,10 +175,6 @@ impl Store {
     pub fn handle_source(&self) -> HandleSource {
         HandleSource {
             root: self.root.clone(),
-            blobs_dir: self.blobs_dir.clone(),
-            tmp_dir: self.tmp_dir.clone(),
-            layers_dir: self.layers_dir.clone(),
-            db_path: self.db_path.clone(),
             blobs_dir_unsynced: self.blobs_dir_unsynced.clone(),
         }
     }
