@@ -69,6 +69,26 @@ pid_alive() {  # pid_alive PIDFILE PROGRAM-NAME
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2"
 }
 
+# start_daemon PIDFILE LOGFILE COMMAND...: start COMMAND in its own session, record its pid.
+# The pid is that of the forked shell until it has exec'd COMMAND, so right after the start
+# only `pid_exists` (not `pid_alive`, which looks for the program's name) tells whether it died.
+start_daemon() {
+  local pidf=$1 logf=$2
+  shift 2
+  # 9>&-: the daemon must not inherit our lock
+  setsid "$@" >"$logf" 2>&1 9>&- </dev/null &
+  echo $! >"$pidf"
+}
+
+pid_exists() {  # pid_exists PIDFILE
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# who listens on a TCP port (for the error message when a daemon cannot bind it)
+port_owner() { ss -ltnpH "sport = :$1" 2>/dev/null || true; }
+
 cmd_deps() {
   local p missing=()
   for p in "${PACKAGES[@]}"; do
@@ -111,9 +131,7 @@ cmd_dockerd() {
     log "dockerd: pid $(cat "$pidf") is starting, waiting for it"
   else
     log "dockerd: starting (log $logf)"
-    # 9>&-: the daemon must not inherit our lock
-    setsid dockerd >"$logf" 2>&1 9>&- </dev/null &
-    echo $! >"$pidf"
+    start_daemon "$pidf" "$logf" dockerd
   fi
   local i
   for ((i = 0; i < DOCKERD_WAIT_S; i++)); do
@@ -121,7 +139,7 @@ cmd_dockerd() {
       log "dockerd: ready after ${i}s"
       return 0
     fi
-    pid_alive "$pidf" dockerd || break
+    pid_exists "$pidf" || break
     sleep 1
   done
   log "dockerd: not ready (waited ${i}s); last lines of $logf:"
@@ -130,6 +148,36 @@ cmd_dockerd() {
 }
 
 registry_ok() { curl -fs "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1; }
+
+# free_registry_port OUR-PIDFILE: the port is taken, but not by a registry that answers
+# without auth (registry_ok failed). Debian's docker-registry package enables a systemd
+# service on :5000 with htpasswd auth; on a machine booted with systemd it holds the port
+# (and answers 401), so ours could not bind it. Stop that service, and any other
+# docker-registry on the port that this script did not start; anything else is an error.
+free_registry_port() {
+  local port=${REGISTRY_ADDR##*:} owner pid ours i
+  owner=$(port_owner "$port")
+  [ -n "$owner" ] || return 0
+  ours=$(cat "$1" 2>/dev/null || true)
+  if [ -n "$ours" ] && grep -q "pid=$ours," <<<"$owner"; then
+    return 0 # ours, still starting
+  fi
+  if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    log "registry: stopping the distribution's docker-registry service (it holds :$port with auth)"
+    systemctl disable --now docker-registry >&2 2>&1 9>&- || systemctl stop docker-registry 9>&- || true
+  fi
+  for pid in $(grep -o 'pid=[0-9]*' <<<"$(port_owner "$port")" | cut -d= -f2); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q docker-registry; then
+      log "registry: stopping docker-registry pid $pid on :$port (not started by this script)"
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for ((i = 0; i < 20; i++)); do
+    [ -z "$(port_owner "$port")" ] && return 0
+    sleep 0.5
+  done
+  die "port $port is taken by something else: $(port_owner "$port")"
+}
 
 cmd_registry() {
   if registry_ok; then
@@ -152,21 +200,27 @@ storage:
 http:
   addr: $REGISTRY_ADDR
 CFG
-  if ! pid_alive "$pidf" docker-registry; then
-    log "registry: starting on $REGISTRY_ADDR (store $dir/data, log $logf)"
-    setsid docker-registry serve "$dir/config.yml" >"$logf" 2>&1 9>&- </dev/null &
-    echo $! >"$pidf"
-  fi
-  local i
-  for ((i = 0; i < 60; i++)); do
-    if registry_ok; then
-      log "registry: ready"
-      return 0
+  local attempt i
+  for attempt in 1 2 3; do
+    if ! pid_alive "$pidf" docker-registry; then
+      free_registry_port "$pidf"
+      log "registry: starting on $REGISTRY_ADDR (store $dir/data, log $logf, attempt $attempt)"
+      start_daemon "$pidf" "$logf" docker-registry serve "$dir/config.yml"
     fi
-    pid_alive "$pidf" docker-registry || break
-    sleep 0.5
+    for ((i = 0; i < 60; i++)); do
+      if registry_ok; then
+        log "registry: ready"
+        return 0
+      fi
+      pid_exists "$pidf" || break
+      sleep 0.5
+    done
+    log "registry: not answering (pid $(cat "$pidf" 2>/dev/null) $(pid_exists "$pidf" && echo running || echo exited)); last lines of $logf:"
+    tail -n 30 "$logf" >&2 || true
+    log "registry: listeners on port ${REGISTRY_ADDR##*:}: $(port_owner "${REGISTRY_ADDR##*:}")"
+    pid_exists "$pidf" && kill -TERM "$(cat "$pidf")" 2>/dev/null
+    sleep 1
   done
-  tail -n 30 "$logf" >&2 || true
   die "registry did not answer on http://$REGISTRY_ADDR/v2/"
 }
 
