@@ -335,7 +335,7 @@ pub fn run(args: &BuildArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     };
     if let Some((files, bytes)) = summary {
         errln!(
-            "build context: {files} files, {} ({} files, {} used by COPY/ADD)",
+            "build context: {files} files, {} (COPY/ADD steps selected {} files, {}, counted per step)",
             human_size(bytes),
             result.context_used.0,
             human_size(result.context_used.1)

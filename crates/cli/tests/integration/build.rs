@@ -1642,3 +1642,187 @@ ENTRYPOINT [\"/usr/local/bin/hello\"]
     );
     assert_eq!(image.id, self::image(env.root(), "hello:ms").id);
 }
+
+// ------------------------------------------------------ 7. the build cache
+
+/// The lines of `stowage build --progress plain` output that belong to step
+/// `n` of `of` in stage 0 (its header, reasons and outcome).
+fn step_lines(stderr: &str, n: usize, of: usize) -> String {
+    let prefix = format!("[stage-0 {n}/{of}] ");
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The seed's Step 4 with a RUN that cannot hide a rerun: the "install"
+/// writes a random nonce, so a step that ran again leaves another one. An edit
+/// of application.py keeps the install (same nonce, same layer), `--explain`
+/// says why each step missed, `--explain --dry-run` runs and changes nothing,
+/// a build arg and `--no-cache` run the install again.
+#[test]
+fn seed_step_4_edit_keeps_the_install_and_explain_and_dry_run_say_why() {
+    let env = Env::with_base();
+    env.files(&[
+        ("requirements.txt", "flask==3.0.0\n"),
+        ("application.py", "print(1)\n"),
+    ]);
+    let dockerfile = format!(
+        "FROM {BASE}\n\
+         ARG VERSION=1\n\
+         COPY requirements.txt /app/\n\
+         RUN head -c 16 /dev/urandom | od -An -tx1 > /app/installed && echo $VERSION >> /app/installed\n\
+         COPY . /app\n\
+         WORKDIR /app\n"
+    );
+    let tag = "localhost/step4:1";
+    let nonce = |env: &Env| flatten(env.root(), tag).text("app/installed");
+    let install_layers = |env: &Env| -> Vec<String> {
+        image(env.root(), tag).layers[1..=2]
+            .iter()
+            .map(|l| l.blob_digest.to_string())
+            .collect()
+    };
+    let first = env.build_ok(&dockerfile, tag, &["--explain"]);
+    assert!(
+        step_lines(&first.stderr, 4, 6).contains("DONE"),
+        "{}",
+        first.both()
+    );
+    let first_nonce = nonce(&env);
+    let first_layers = install_layers(&env);
+
+    // Only application.py changes: the install is CACHED and did not run.
+    env.files(&[("application.py", "print(2)\n")]);
+    let edited = env.build_ok(&dockerfile, tag, &["--explain"]);
+    assert!(
+        step_lines(&edited.stderr, 3, 6).ends_with("CACHED")
+            && step_lines(&edited.stderr, 4, 6).ends_with("CACHED"),
+        "{}",
+        edited.both()
+    );
+    assert!(
+        step_lines(&edited.stderr, 5, 6)
+            .contains("not cached: files of \".\" changed: changed application.py"),
+        "{}",
+        edited.both()
+    );
+    assert_eq!(nonce(&env), first_nonce, "the install step ran again");
+    assert_eq!(install_layers(&env), first_layers);
+    assert_eq!(
+        flatten(env.root(), tag).text("app/application.py"),
+        "print(2)\n"
+    );
+
+    // --explain --dry-run: says what would run and why, runs nothing, tags nothing.
+    let before = image(env.root(), tag).id;
+    env.files(&[("application.py", "print(3)\n"), ("lib/util.py", "x = 1\n")]);
+    let dry = env.build_ok(&dockerfile, tag, &["--explain", "--dry-run"]);
+    let copy = step_lines(&dry.stderr, 5, 6);
+    assert!(
+        copy.contains("changed application.py")
+            && copy.contains("added lib, lib/util.py")
+            && copy.ends_with("WOULD RUN"),
+        "{}",
+        dry.both()
+    );
+    assert!(
+        step_lines(&dry.stderr, 4, 6).ends_with("CACHED")
+            && dry
+                .stderr
+                .contains("dry run: 1 step(s) would run; nothing was built"),
+        "{}",
+        dry.both()
+    );
+    assert_eq!(image(env.root(), tag).id, before, "a dry run moved the tag");
+    assert_eq!(
+        flatten(env.root(), tag).text("app/application.py"),
+        "print(2)\n"
+    );
+
+    // A build arg the install sees: it runs again, and says which arg.
+    let with_arg = env.build_ok(&dockerfile, tag, &["--explain", "--build-arg", "VERSION=2"]);
+    let install = step_lines(&with_arg.stderr, 4, 6);
+    assert!(
+        install.contains("build arg VERSION changed: \"1\" -> \"2\"") && install.contains("DONE"),
+        "{}",
+        with_arg.both()
+    );
+    assert!(
+        step_lines(&with_arg.stderr, 5, 6).contains("not cached: the step before it changed"),
+        "{}",
+        with_arg.both()
+    );
+    let arg_nonce = nonce(&env);
+    assert_ne!(arg_nonce, first_nonce);
+    assert!(arg_nonce.ends_with("\n2\n"), "{arg_nonce:?}");
+
+    // Back to the default: the first install is still in the cache.
+    let back = env.build_ok(&dockerfile, tag, &["--explain"]);
+    assert!(
+        step_lines(&back.stderr, 4, 6).ends_with("CACHED"),
+        "{}",
+        back.both()
+    );
+    assert_eq!(nonce(&env), first_nonce);
+
+    // --no-cache runs every step.
+    let fresh = env.build_ok(&dockerfile, tag, &["--no-cache"]);
+    assert!(!fresh.stderr.contains("CACHED"), "{}", fresh.both());
+    assert_ne!(nonce(&env), first_nonce);
+}
+
+/// A context file the builder may not read fails the COPY with its path. As
+/// root that needs a process without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH:
+/// `setpriv` drops them from the bounding set for stowage.
+#[test]
+fn an_unreadable_context_file_is_named() {
+    let env = Env::new();
+    env.files(&[("ok.txt", "ok\n"), ("sub/secret.txt", "secret\n")]);
+    let secret = env.ctx().join("sub/secret.txt");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).expect("chmod");
+    fs::write(env.ctx().join("Dockerfile"), "FROM scratch\nCOPY . /app\n").expect("write");
+    let without_dac_override = |ctx: &Path| {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg("--bounding-set=-dac_override,-dac_read_search")
+            .arg(env!("CARGO_BIN_EXE_stowage"))
+            .arg("--root")
+            .arg(env.root())
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "localhost/unreadable:1",
+            ])
+            .arg(ctx);
+        run(cmd)
+    };
+    let ran = without_dac_override(env.ctx());
+    assert_ne!(ran.code, Some(0), "{}", ran.both());
+    assert!(
+        ran.stderr.contains("COPY . /app (line 2)")
+            && ran
+                .stderr
+                .contains(&format!("{}: Permission denied", secret.display())),
+        "{}",
+        ran.both()
+    );
+    // An unreadable directory is named too.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let sub = env.ctx().join("sub");
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let ran = without_dac_override(env.ctx());
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_ne!(ran.code, Some(0), "{}", ran.both());
+    assert!(
+        ran.stderr
+            .contains(&format!("{}: Permission denied", sub.display())),
+        "{}",
+        ran.both()
+    );
+    // Readable again: the same build succeeds.
+    let ran = without_dac_override(env.ctx());
+    assert_eq!(ran.code, Some(0), "{}", ran.both());
+}

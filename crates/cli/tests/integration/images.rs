@@ -693,3 +693,66 @@ fn bad_archives_fail_cleanly() {
     assert_eq!(image_state(root.path()), before);
     assert_store_clean(root.path());
 }
+
+/// `stowage build --progress plain` of a `FROM scratch` + `COPY data.bin /` context
+/// whose data.bin holds `data`; returns stderr (the steps' outcomes).
+fn build_copy_of(root: &Path, ctx: &Path, data: &[u8], tag: &str) -> String {
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY data.bin /\n").expect("write");
+    fs::write(ctx.join("data.bin"), data).expect("write");
+    let mut cmd = stowage(root);
+    cmd.args(["build", "--progress", "plain", "--explain", "-t", tag])
+        .arg(ctx);
+    let out = output_of(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build {tag}: {stderr}");
+    stderr
+}
+
+/// `prune --cache --keep-storage` drops the least recently used cache records
+/// first (counting only layers no image holds), `prune --cache` drops them all,
+/// and a dropped record is a cache miss on the next build.
+#[test]
+fn prune_cache_trims_least_recently_used_records_first() {
+    let root = temp();
+    let ctx = temp();
+    let random = |len: usize| {
+        let mut data = vec![0u8; len];
+        let mut source = fs::File::open("/dev/urandom").expect("open /dev/urandom");
+        std::io::Read::read_exact(&mut source, &mut data).expect("read /dev/urandom");
+        data
+    };
+    // Two 1 MiB layers of incompressible data that only the cache holds once
+    // their images are gone. Record times have one-second resolution.
+    let older = random(1 << 20);
+    let newer = random(1 << 20);
+    build_copy_of(root.path(), ctx.path(), &older, "cache/older:1");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build_copy_of(root.path(), ctx.path(), &newer, "cache/newer:1");
+    ok(root.path(), &["rmi", "cache/older:1", "cache/newer:1"]);
+    let cached = |data: &[u8]| {
+        let stderr = build_copy_of(root.path(), ctx.path(), data, "cache/probe:1");
+        ok(root.path(), &["rmi", "cache/probe:1"]);
+        stderr.contains("[stage-0 2/2] CACHED")
+    };
+
+    let pruned = ok(
+        root.path(),
+        &["prune", "--cache", "--keep-storage", "1.5MB"],
+    );
+    assert!(
+        pruned.contains("Build cache: 1 record(s) removed, 1.0")
+            && pruned.contains("MB of cached layers released"),
+        "{pruned}"
+    );
+    assert!(cached(&newer), "the newer record was kept");
+    assert!(!cached(&older), "the older record was dropped");
+
+    // Both records exist again (the older one rebuilt just now); drop them all.
+    let pruned = ok(root.path(), &["prune", "--cache"]);
+    assert!(
+        pruned.contains("Build cache: 2 record(s) removed"),
+        "{pruned}"
+    );
+    assert!(!cached(&newer));
+    assert_store_clean(root.path());
+}
