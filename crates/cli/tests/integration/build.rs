@@ -1660,7 +1660,8 @@ fn step_lines(stderr: &str, n: usize, of: usize) -> String {
 /// writes a random nonce, so a step that ran again leaves another one. An edit
 /// of application.py keeps the install (same nonce, same layer), `--explain`
 /// says why each step missed, `--explain --dry-run` runs and changes nothing,
-/// a build arg and `--no-cache` run the install again.
+/// a build arg, a same-size edit whose mtime `touch -r` put back, and
+/// `--no-cache` run the install again.
 #[test]
 fn seed_step_4_edit_keeps_the_install_and_explain_and_dry_run_say_why() {
     let env = Env::with_base();
@@ -1766,6 +1767,38 @@ fn seed_step_4_edit_keeps_the_install_and_explain_and_dry_run_say_why() {
         back.both()
     );
     assert_eq!(nonce(&env), first_nonce);
+
+    // requirements.txt gets other content of the same size, and `touch -r` puts
+    // its mtime back: its ctime still moved, so the COPY reads it and misses.
+    let requirements = env.ctx().join("requirements.txt");
+    let reference = env.root().join("requirements.reference");
+    fs::copy(&requirements, &reference).expect("copy");
+    let touch_r = |from: &Path, to: &Path| {
+        let status = Command::new("touch")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("run touch");
+        assert!(status.success(), "touch -r failed");
+    };
+    touch_r(&requirements, &reference);
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&requirements, "flask==3.0.1\n").expect("write");
+    touch_r(&reference, &requirements);
+    let same_metadata = env.build_ok(&dockerfile, tag, &["--explain"]);
+    assert!(
+        step_lines(&same_metadata.stderr, 3, 6).contains("changed requirements.txt")
+            && step_lines(&same_metadata.stderr, 4, 6)
+                .contains("not cached: the step before it changed"),
+        "{}",
+        same_metadata.both()
+    );
+    assert_eq!(
+        flatten(env.root(), tag).text("app/requirements.txt"),
+        "flask==3.0.1\n"
+    );
+    assert_ne!(nonce(&env), first_nonce);
 
     // --no-cache runs every step.
     let fresh = env.build_ok(&dockerfile, tag, &["--no-cache"]);
