@@ -1073,14 +1073,26 @@ impl Runner<'_> {
                 // steps may have changed, so compare this step's own inputs.
                 let reasons = explain_miss(&previous, inputs, false);
                 if reasons.is_empty() {
-                    vec![MissReason::FirstBuild]
+                    vec![self.not_built_before()]
                 } else {
                     reasons
                 }
             }
-            None => vec![MissReason::FirstBuild],
+            None => vec![self.not_built_before()],
         };
         Ok(Err(reasons))
+    }
+
+    /// The reason for a miss with nothing earlier to compare with: it names the
+    /// `--cache-from` sources that were searched too.
+    fn not_built_before(&self) -> MissReason {
+        if self.request.cache_from.is_empty() {
+            MissReason::FirstBuild
+        } else {
+            MissReason::NotInCacheSources {
+                sources: self.request.cache_from.clone(),
+            }
+        }
     }
 
     /// A cached layer is used only if its blob is there, of the right size,

@@ -429,6 +429,41 @@ fn an_image_from_another_store_serves_as_cache_with_cache_from() {
         result.image_id, built.image_id,
         "the same image on both machines"
     );
+
+    // A step the source has no layer for says so, naming the source.
+    fs::write(context.path().join("a.txt"), "changed\n").unwrap();
+    let store_c_dir = tempfile::tempdir().unwrap();
+    let store_c = Store::open(store_c_dir.path()).unwrap();
+    for layer in &image.layers {
+        let blob = fs::read(store_a.blob_path(&layer.blob_digest)).unwrap();
+        store_c
+            .put_blob_bytes(&blob, Some(layer.blob_digest))
+            .unwrap();
+    }
+    store_c
+        .commit_image(&stowage_store::ImageCommit {
+            manifest: image.manifest_bytes.clone(),
+            config: image.config_bytes.clone(),
+            layers: image.layers.clone(),
+            tags: vec!["cache/source:1".parse().unwrap()],
+        })
+        .unwrap();
+    let result = build(&store_c, &req, &LocalImages, &Silent).unwrap();
+    let copy = result
+        .steps
+        .iter()
+        .find(|s| s.text.starts_with("COPY a.txt"))
+        .unwrap();
+    assert_eq!(
+        copy.reasons,
+        vec![MissReason::NotInCacheSources {
+            sources: vec!["cache/source:1".into()]
+        }]
+    );
+    assert_eq!(
+        copy.reasons[0].to_string(),
+        "not built before, and no --cache-from source has it (cache/source:1)"
+    );
 }
 
 /// Serves `body` for every request on 127.0.0.1, for ADD URL tests.

@@ -222,6 +222,12 @@ impl Encoder {
 pub enum MissReason {
     /// No earlier build of this step is known.
     FirstBuild,
+    /// No earlier build of this step is known here, and none of the
+    /// `--cache-from` sources has a layer for it.
+    NotInCacheSources {
+        /// The `--cache-from` sources, as given.
+        sources: Vec<String>,
+    },
     /// The step before it missed, so everything below is rebuilt.
     ParentMissed,
     /// The cache was disabled (`--no-cache`).
@@ -273,6 +279,11 @@ impl std::fmt::Display for MissReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MissReason::FirstBuild => write!(f, "not built before"),
+            MissReason::NotInCacheSources { sources } => write!(
+                f,
+                "not built before, and no --cache-from source has it ({})",
+                sources.join(", ")
+            ),
             MissReason::ParentMissed => write!(f, "the step before it changed"),
             MissReason::NoCache => write!(f, "--no-cache"),
             MissReason::InstructionChanged { before, now } => {
