@@ -13,7 +13,7 @@ use stowage_store::ManifestFormat;
 
 use crate::support::docker::{docker_bin, docker_rmi_with, ensure_dockerd};
 use crate::support::registry::{
-    FakeRegistry, RegistryProcess, SKOPEO_BIN, SeenRequest, Stowage, busybox_rootfs_tar, describe,
+    FakeServer, RegistryProcess, SKOPEO_BIN, SeenRequest, Stowage, busybox_rootfs_tar, describe,
     free_port, http_response, require,
 };
 
@@ -305,7 +305,7 @@ fn login_logout_and_authenticated_tls_transfers() {
 /// A fake registry serving one Docker v2 image `test/app:1` whose layer
 /// request is answered by `layer` (given the request and the true layer bytes).
 struct FakeImage {
-    server: FakeRegistry,
+    server: FakeServer,
     reference: String,
 }
 
@@ -339,7 +339,7 @@ fn fake_image(layer: impl Fn(&SeenRequest, &[u8]) -> Vec<u8> + Send + Sync + 'st
     .into_bytes();
     let config_path = format!("/v2/test/app/blobs/{}", Digest::of(&config));
     let layer_path = format!("/v2/test/app/blobs/{}", Digest::of(&layer_bytes));
-    let server = FakeRegistry::start(move |request| {
+    let server = FakeServer::start(move |request| {
         let path = request.path.as_str();
         if path == "/v2/" {
             http_response("200 OK", &[], b"{}")
@@ -412,7 +412,7 @@ fn status_errors_are_clear() {
             vec!["server error", "HTTP 500"],
         ),
     ] {
-        let server = FakeRegistry::start(move |request| {
+        let server = FakeServer::start(move |request| {
             if request.path == "/v2/" {
                 http_response("200 OK", &[], b"{}")
             } else {

@@ -5,11 +5,9 @@
 //! policies, and resolving without downloading layers.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stowage_digest::Digest;
 use stowage_image::{
@@ -19,73 +17,16 @@ use stowage_registry::{
     Anonymous, ClientOptions, RegistryClient, RegistryError, Repository, RetryPolicy, TagOrDigest,
 };
 use stowage_store::{ManifestFormat, Store};
+use stowage_testkit::RegistryProcess;
 
 use crate::{
     BlobOutcome, DistributionError, PullOptions, PullPolicy, PushOptions, Records, ensure_image,
     pull, push, resolve_remote,
 };
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A plain docker-registry on 127.0.0.1, killed on drop.
-struct Registry {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Registry {
-    fn start() -> Self {
-        assert!(
-            Path::new(REGISTRY_BIN).exists(),
-            "{REGISTRY_BIN} is missing: install Debian's docker-registry package (tests must not skip)"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("config");
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            _dir: dir,
-            port,
-        }
-    }
-
-    fn reference(&self, name: &str) -> Reference {
-        Reference::parse_normalized(&format!("127.0.0.1:{}/{name}", self.port)).expect("reference")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A reference to `name` in `registry`.
+fn reference(registry: &RegistryProcess, name: &str) -> Reference {
+    Reference::parse_normalized(&format!("{}/{name}", registry.host())).expect("reference")
 }
 
 fn client() -> RegistryClient {
@@ -179,7 +120,7 @@ fn amd64() -> Platform {
 
 #[test]
 fn push_then_pull_round_trips_both_formats_and_compressions() {
-    let registry = Registry::start();
+    let registry = RegistryProcess::start_plain();
     let client = client();
     for (name, format, compression) in [
         ("oci/zstd", ManifestFormat::Oci, Compression::Zstd),
@@ -196,7 +137,7 @@ fn push_then_pull_round_trips_both_formats_and_compressions() {
             compression,
             &amd64(),
         );
-        let remote = registry.reference(&format!("{name}:v1"));
+        let remote = reference(&registry, &format!("{name}:v1"));
         let pushed = push(
             &source,
             &client,
@@ -248,7 +189,7 @@ fn push_then_pull_round_trips_both_formats_and_compressions() {
 
 #[test]
 fn pushes_skip_present_blobs_and_mount_across_repositories() {
-    let registry = Registry::start();
+    let registry = RegistryProcess::start_plain();
     let client = client();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
@@ -260,7 +201,7 @@ fn pushes_skip_present_blobs_and_mount_across_repositories() {
         Compression::Gzip,
         &amd64(),
     );
-    let first = registry.reference("team/base:1");
+    let first = reference(&registry, "team/base:1");
     push(
         &store,
         &client,
@@ -289,7 +230,7 @@ fn pushes_skip_present_blobs_and_mount_across_repositories() {
     );
 
     // Another repository: mounted from the first.
-    let second = registry.reference("team/app:1");
+    let second = reference(&registry, "team/app:1");
     let mounted = push(
         &store,
         &client,
@@ -308,7 +249,7 @@ fn pushes_skip_present_blobs_and_mount_across_repositories() {
     );
 
     // Without mounts: uploaded.
-    let third = registry.reference("team/other:1");
+    let third = reference(&registry, "team/other:1");
     let uploaded = push(
         &store,
         &client,
@@ -333,13 +274,9 @@ fn pushes_skip_present_blobs_and_mount_across_repositories() {
     let records = Records::open(&store).expect("records");
     let layer = store.image("local/base").expect("image").layers[0].blob_digest;
     records
-        .record_blobs(
-            &format!("127.0.0.1:{}", registry.port),
-            "ghost/repo",
-            &[layer],
-        )
+        .record_blobs(&registry.host(), "ghost/repo", &[layer])
         .expect("record");
-    let fourth = registry.reference("team/fourth:1");
+    let fourth = reference(&registry, "team/fourth:1");
     push(
         &store,
         &client,
@@ -352,7 +289,7 @@ fn pushes_skip_present_blobs_and_mount_across_repositories() {
 
 #[test]
 fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() {
-    let registry = Registry::start();
+    let registry = RegistryProcess::start_plain();
     let client = client();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
@@ -373,7 +310,7 @@ fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() 
         Compression::Gzip,
         &arm,
     );
-    let by_digest = |digest: Digest| registry.reference("multi").with_digest(digest);
+    let by_digest = |digest: Digest| reference(&registry, "multi").with_digest(digest);
     push(
         &store,
         &client,
@@ -400,8 +337,7 @@ fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() 
     };
     let index = ImageIndex::oci(vec![entry(&amd, &amd64()), entry(&arm_image, &arm)]);
     let index_bytes = index.to_canonical_json().expect("index json");
-    let repository =
-        Repository::new(format!("127.0.0.1:{}", registry.port), "multi").expect("repo");
+    let repository = Repository::new(registry.host(), "multi").expect("repo");
     let index_digest = client
         .put_manifest(
             &repository,
@@ -413,7 +349,7 @@ fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() 
 
     // The planner's view: digests and config, no layer downloaded.
     let remote =
-        resolve_remote(&client, &registry.reference("multi"), Some(&arm)).expect("resolve");
+        resolve_remote(&client, &reference(&registry, "multi"), Some(&arm)).expect("resolve");
     assert_eq!(remote.repo_digest, index_digest);
     assert_eq!(remote.manifest_digest, arm_image.manifest_digest);
     assert_eq!(remote.id, arm_image.id);
@@ -421,7 +357,7 @@ fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() 
 
     let target_dir = tempfile::tempdir().expect("tempdir");
     let target = Store::open(target_dir.path()).expect("store");
-    let pinned = registry.reference("multi").with_digest(index_digest);
+    let pinned = reference(&registry, "multi").with_digest(index_digest);
     let pulled = pull(
         &target,
         &client,
@@ -484,7 +420,7 @@ fn pulls_the_requested_platform_through_an_index_and_finds_it_by_index_digest() 
 
 #[test]
 fn ensure_image_pulls_when_missing_and_only_then() {
-    let registry = Registry::start();
+    let registry = RegistryProcess::start_plain();
     let client = client();
     let source_dir = tempfile::tempdir().expect("tempdir");
     let source = Store::open(source_dir.path()).expect("store");
@@ -496,7 +432,7 @@ fn ensure_image_pulls_when_missing_and_only_then() {
         Compression::Gzip,
         &amd64(),
     );
-    let remote = registry.reference("base:bookworm");
+    let remote = reference(&registry, "base:bookworm");
     push(
         &source,
         &client,
@@ -537,7 +473,7 @@ fn ensure_image_pulls_when_missing_and_only_then() {
     .expect("--pull");
     assert!(always.pulled.as_ref().is_some_and(|p| p.up_to_date));
 
-    let missing = registry.reference("base:nope");
+    let missing = reference(&registry, "base:nope");
     let error = pull(&store, &client, &missing, &PullOptions::default()).expect_err("404");
     assert!(
         matches!(

@@ -5,9 +5,6 @@
 //!
 //! Run: `cargo run --release -p stowage-registry --example transfer_bench`
 
-#[path = "../src/tests/support.rs"]
-mod support;
-
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let size = megabytes * 1_000_000;
-    let registry = support::RegistryProcess::start_plain();
+    let registry = stowage_testkit::RegistryProcess::start_plain();
     let work = tempfile::tempdir()?;
     let blob_path = work.path().join("blob");
 
@@ -56,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         Arc::new(Anonymous),
     );
-    let repo = Repository::new(registry.registry(), "bench/big")?;
+    let repo = Repository::new(registry.host(), "bench/big")?;
     let source = FileSource::new(&blob_path)?;
 
     let started = Instant::now();
@@ -108,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .args([
             "copy",
             "--src-tls-verify=false",
-            &format!("docker://{}/bench/big:v1", registry.registry()),
+            &format!("docker://{}/bench/big:v1", registry.host()),
             &format!("dir:{}", skopeo_dir.display()),
         ])
         .stdout(std::process::Stdio::null())

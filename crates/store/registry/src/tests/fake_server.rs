@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::support::{FakeServer, SeenRequest, http_response};
 use crate::manifest::OCI_MANIFEST;
 use crate::{
     Anonymous, ClientOptions, Credential, CredentialProvider, NoProgress, PushOutcome,
@@ -14,6 +13,7 @@ use crate::{
 };
 use base64::Engine;
 use stowage_digest::Digest;
+use stowage_testkit::{FakeServer, SeenRequest, http_response};
 
 fn client_with(credentials: Arc<dyn CredentialProvider>) -> RegistryClient {
     RegistryClient::new(
@@ -36,7 +36,7 @@ fn client() -> RegistryClient {
 }
 
 fn repo(server: &FakeServer) -> Repository {
-    Repository::new(server.registry(), "lib/x").expect("repo")
+    Repository::new(server.host(), "lib/x").expect("repo")
 }
 
 fn blob_content() -> Vec<u8> {
@@ -230,7 +230,7 @@ fn persistent_503_gives_up_with_server_error() {
 
 #[test]
 fn closed_port_is_registry_unreachable() {
-    let port = super::support::free_port();
+    let port = stowage_testkit::free_port();
     let target = Repository::new(format!("127.0.0.1:{port}"), "lib/x").expect("repo");
     let err = client()
         .get_manifest(&target, &TagOrDigest::Tag("latest".into()))
@@ -348,7 +348,7 @@ fn user_pass(registry: &str, password: &str) -> Arc<StaticCredentials> {
 fn bearer_token_flow_with_scope_and_cache() {
     for field in ["token", "access_token"] {
         let server = token_server(field);
-        let client = client_with(user_pass(&server.registry(), "pass"));
+        let client = client_with(user_pass(&server.host(), "pass"));
         let latest = TagOrDigest::Tag("latest".into());
         client.get_manifest(&repo(&server), &latest).expect("first");
         client
@@ -372,7 +372,7 @@ fn bearer_token_flow_with_scope_and_cache() {
 #[test]
 fn bearer_token_with_wrong_credentials_is_unauthorized() {
     let server = token_server("token");
-    let client = client_with(user_pass(&server.registry(), "nope"));
+    let client = client_with(user_pass(&server.host(), "nope"));
     let err = client
         .get_manifest(&repo(&server), &TagOrDigest::Tag("latest".into()))
         .expect_err("bad creds");
@@ -382,7 +382,7 @@ fn bearer_token_with_wrong_credentials_is_unauthorized() {
             had_credentials,
             ..
         } => {
-            assert_eq!(registry, &server.registry());
+            assert_eq!(registry, &server.host());
             assert!(*had_credentials);
         }
         other => panic!("expected Unauthorized, got {other:?}"),
@@ -392,7 +392,7 @@ fn bearer_token_with_wrong_credentials_is_unauthorized() {
 #[test]
 fn mount_asks_for_both_scopes_and_uploads_after_202() {
     let server = token_server("token");
-    let client = client_with(user_pass(&server.registry(), "pass"));
+    let client = client_with(user_pass(&server.host(), "pass"));
     let blob = b"layer".to_vec();
     let outcome = client
         .push_blob(

@@ -2,4 +2,3 @@
 
 mod fake_server;
 mod real_registry;
-mod support;

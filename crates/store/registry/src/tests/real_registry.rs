@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::support::RegistryProcess;
 use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::{
     Anonymous, ClientOptions, Credential, CredentialProvider, DockerConfig, FileSource, NoProgress,
@@ -15,6 +14,7 @@ use crate::{
     StaticCredentials, TagOrDigest,
 };
 use stowage_digest::Digest;
+use stowage_testkit::RegistryProcess;
 
 fn fast_options() -> ClientOptions {
     ClientOptions {
@@ -107,7 +107,7 @@ fn fetch_to_vec(client: &RegistryClient, target: &Repository, blob: &[u8]) -> Ve
 fn push_then_pull_roundtrip_with_head_skip() {
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let target = repo(&registry.registry(), "team/app");
+    let target = repo(&registry.host(), "team/app");
     let image = test_image("amd64", "roundtrip");
     let layer_digest = Digest::of(&image.layer);
     assert!(!client.blob_exists(&target, &layer_digest).expect("head"));
@@ -170,7 +170,7 @@ fn upload_from_file_monolithic_and_chunked() {
             },
             Arc::new(Anonymous),
         );
-        let target = repo(&registry.registry(), name);
+        let target = repo(&registry.host(), name);
         let peak = AtomicU64::new(0);
         let progress = |_: &Digest, done: u64, total: Option<u64>| {
             assert_eq!(total, Some(content.len() as u64));
@@ -201,7 +201,7 @@ fn upload_from_file_monolithic_and_chunked() {
 fn upload_with_wrong_digest_is_reported_as_digest_mismatch() {
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let target = repo(&registry.registry(), "bad");
+    let target = repo(&registry.host(), "bad");
     let claimed = Digest::of(b"something else");
     let err = client
         .push_blob(
@@ -222,8 +222,8 @@ fn upload_with_wrong_digest_is_reported_as_digest_mismatch() {
 fn cross_repository_mount_and_fallback_on_202() {
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let source_repo = repo(&registry.registry(), "base/image");
-    let target = repo(&registry.registry(), "team/derived");
+    let source_repo = repo(&registry.host(), "base/image");
+    let target = repo(&registry.host(), "team/derived");
     let blob = b"shared layer bytes".to_vec();
     let digest = Digest::of(&blob);
     client
@@ -237,7 +237,7 @@ fn cross_repository_mount_and_fallback_on_202() {
 
     // Mounting from a repository that lacks the blob: 202 + session, then upload.
     let fresh = b"not anywhere yet".to_vec();
-    let other = repo(&registry.registry(), "team/other");
+    let other = repo(&registry.host(), "team/other");
     let outcome = client
         .push_blob(
             &other,
@@ -255,7 +255,7 @@ fn cross_repository_mount_and_fallback_on_202() {
 fn missing_manifest_and_blob_are_typed_404s() {
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let target = repo(&registry.registry(), "empty/repo");
+    let target = repo(&registry.host(), "empty/repo");
     let err = client
         .get_manifest(&target, &TagOrDigest::Tag("latest".into()))
         .expect_err("no manifest");
@@ -279,7 +279,7 @@ fn missing_manifest_and_blob_are_typed_404s() {
 fn manifest_list_platform_selection() {
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let target = repo(&registry.registry(), "multi");
+    let target = repo(&registry.host(), "multi");
     let amd = test_image("amd64", "amd");
     let arm = test_image("arm64", "arm");
     let amd_digest = push_image(&client, &target, "amd", &amd);
@@ -366,7 +366,7 @@ fn secure_client(
     let ca = registry.ca_file.clone().expect("ca");
     RegistryClient::new(
         ClientOptions {
-            tls_loopback_registries: vec![registry.registry()],
+            tls_loopback_registries: vec![registry.host()],
             ..secure_options(&ca)
         },
         credentials,
@@ -376,7 +376,7 @@ fn secure_client(
 #[test]
 fn tls_and_basic_auth_success_and_failures() {
     let registry = RegistryProcess::start_secure("alice", "s3cret");
-    let name = registry.registry();
+    let name = registry.host();
     let target = repo(&name, "private/app");
     let image = test_image("amd64", "secure");
 
@@ -454,7 +454,7 @@ fn tls_and_basic_auth_success_and_failures() {
 #[test]
 fn login_verifies_then_stores_and_credential_helper_is_used() {
     let registry = RegistryProcess::start_secure("bob", "hunter2");
-    let name = registry.registry();
+    let name = registry.host();
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("docker").join("config.json");
     let config = DockerConfig::at(&config_path);
@@ -513,14 +513,14 @@ fn skopeo_can_inspect_what_we_pushed() {
     );
     let registry = RegistryProcess::start_plain();
     let client = anonymous_client();
-    let target = repo(&registry.registry(), "interop/small");
+    let target = repo(&registry.host(), "interop/small");
     let image = test_image("amd64", "skopeo");
     let digest = push_image(&client, &target, "v1", &image);
     let output = std::process::Command::new(skopeo)
         .args([
             "inspect",
             "--tls-verify=false",
-            &format!("docker://{}/interop/small:v1", registry.registry()),
+            &format!("docker://{}/interop/small:v1", registry.host()),
         ])
         .output()
         .expect("run skopeo");
