@@ -5,7 +5,6 @@
 //! policies, and resolving without downloading layers.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
