@@ -889,9 +889,7 @@ fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<ExitCode> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let temp = tempfile::Builder::new()
-                .prefix(".stowage-save-")
-                .tempfile_in(dir)
+            let temp = stowage_store::published_temp_file(dir, ".stowage-save-")
                 .with_context(|| format!("creating a temp file in {}", dir.display()))?;
             let out = std::io::BufWriter::with_capacity(1024 * 1024, temp);
             let (out, _) = stowage_export::save_with_compression(

@@ -281,6 +281,18 @@ fn saved_image_loads_and_runs_in_docker() {
         fs::read(&archive).expect("read"),
         fs::read(&again).expect("read")
     );
+    // The archive gets the mode of any new file of the user's (0666 less the umask), as
+    // `docker save -o` gives it, not a temp file's private 0600.
+    let mode_of = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(path).expect("stat").permissions())
+            & 0o777
+    };
+    let user_file = work.path().join("made-by-the-user");
+    fs::File::create(&user_file).expect("create");
+    assert_eq!(
+        format!("{:o}", mode_of(&archive)),
+        format!("{:o}", mode_of(&user_file))
+    );
 
     let loaded = docker_load(&archive);
     assert!(loaded.starts_with("stowage-test/saved:"), "{loaded}");

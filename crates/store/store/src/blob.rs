@@ -56,9 +56,7 @@ impl BlobWriter {
         lock: LockGuard,
         dir_unsynced: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let temp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(tmp_dir)
+        let temp = crate::layout::published_temp_file(tmp_dir, "blob-")
             .map_err(io_err("creating temp file in", tmp_dir))?;
         Ok(Self {
             out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, temp)),

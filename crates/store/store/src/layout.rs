@@ -48,12 +48,22 @@ CREATE TRIGGER IF NOT EXISTS index_state_tag_removed AFTER DELETE ON tags
     BEGIN UPDATE index_state SET generation = generation + 1; END;
 ";
 
+/// A temp file in `dir` for content that is renamed into place and outlives the process
+/// (blobs, `index.json`, a saved archive). It is created with mode 0666 less the umask, as
+/// any file a user creates, and not with tempfile's private 0600: a store or archive in a
+/// readable directory can then be read by other users and tools (skopeo, umoci) too.
+pub fn published_temp_file(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
 /// Writes `bytes` to `path` via a temp file in `tmp_dir`: write, fsync, rename, fsync dir.
 pub(crate) fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut temp = tempfile::Builder::new()
-        .prefix("meta-")
-        .tempfile_in(tmp_dir)
-        .map_err(io_err("creating temp file in", tmp_dir))?;
+    let mut temp =
+        published_temp_file(tmp_dir, "meta-").map_err(io_err("creating temp file in", tmp_dir))?;
     temp.write_all(bytes)
         .map_err(io_err("writing", temp.path()))?;
     temp.as_file()

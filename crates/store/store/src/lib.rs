@@ -79,6 +79,7 @@ pub use images::{
     CommittedImage, ImageCommit, ImageDetails, ImageSummary, ManifestFormat, RemoveEvent,
     UnpackedLayer,
 };
+pub use layout::published_temp_file;
 pub use lock::LockGuard;
 pub use root::{RootInputs, SYSTEM_ROOT, default_root};
 

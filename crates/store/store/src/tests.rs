@@ -765,6 +765,68 @@ fn skopeo_and_umoci_read_the_store() {
     );
 }
 
+/// The store's files are created as a user's files are (0666 less the umask), not
+/// tempfile's private 0600: a store in a readable directory is readable by another user's
+/// skopeo. Runs skopeo as `nobody` through setpriv, so it needs root.
+#[test]
+fn another_user_reads_a_store_in_a_readable_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let skopeo = require_tool("skopeo");
+    let setpriv = require_tool("setpriv");
+    let uid = run(Path::new("/usr/bin/id"), &["-u"]);
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "this test must run as root (it runs skopeo as nobody)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode_of = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let reference_file = dir.path().join("created-by-the-user");
+    std::fs::File::create(&reference_file).unwrap();
+    let user_mode = mode_of(&reference_file);
+    assert_ne!(
+        user_mode & 0o004,
+        0,
+        "the umask ({user_mode:o} for a new file) hides files from other users; run with umask 022"
+    );
+    let root = dir.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let layer = put_layer(&store, "hello.txt", b"hello\n");
+    let image = commit(&store, vec![layer.clone()], &["shared/tiny:1"], "shared");
+    for path in [
+        root.join("index.json"),
+        root.join("oci-layout"),
+        store.blob_path(&layer.blob_digest),
+        store.blob_path(&image.manifest_digest),
+    ] {
+        assert_eq!(
+            format!("{:o}", mode_of(&path)),
+            format!("{user_mode:o}"),
+            "{}",
+            path.display()
+        );
+    }
+    let output = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&skopeo)
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:docker.io/shared/tiny:1", root.display()))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "skopeo as nobody: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        Digest::of(&output.stdout),
+        image.manifest_digest,
+        "nobody's skopeo read another manifest"
+    );
+}
+
 #[test]
 fn reference_with_digest_resolves_only_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
