@@ -1,5 +1,6 @@
 //! The OCI image layout files: `index.json`, regenerated from the database after every
-//! change (the database is the source of truth), and atomic small-file writes.
+//! change (the database is the source of truth), atomic small-file writes, and the temp
+//! files that every published file (blob, layout file, saved archive) starts as.
 //!
 //! Tag convention: each tag is one `index.json` entry whose
 //! `org.opencontainers.image.ref.name` annotation is the FULL normalized reference, e.g.
